@@ -1,0 +1,1 @@
+"""Referral service: users, expiring referral codes and the referrals made with them."""

@@ -1,0 +1,59 @@
+"""Reading requests: JSON bodies, query parameters, the client's address, per-IP rate limits."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from functools import wraps
+from typing import Any
+
+from sanic import Request
+from sanic.response import HTTPResponse
+
+from referral.errors import MalformedRequest
+
+Handler = Callable[..., Awaitable[HTTPResponse]]
+
+
+def json_body(request: Request) -> Any:
+    """The parsed JSON body, None when there is none; 400 when it is not JSON."""
+    if not request.body:
+        return None
+    try:
+        return json.loads(request.body)
+    except (ValueError, RecursionError):
+        raise MalformedRequest() from None
+
+
+def query_or_body(request: Request, names: tuple[str, ...]) -> Any:
+    """Parameters from the query string when any is there, otherwise from the JSON body."""
+    if any(name in request.args for name in names):
+        return {name: _query_value(request.args.get(name)) for name in names if name in request.args}
+    body = json_body(request)
+    return {} if body is None else body
+
+
+def _query_value(raw: str | None) -> Any:
+    """Query values are text: whole numbers become ints so the same model checks both forms."""
+    if raw is not None and raw.isascii() and raw.lstrip("-").isdigit() and len(raw) <= 19:
+        return int(raw)
+    return raw
+
+
+def client_ip(request: Request) -> str:
+    """The client's address: the proxy-reported one when Sanic's proxy settings allow it."""
+    return request.remote_addr or request.ip or "unknown"
+
+
+def limited_per_ip(scope: str) -> Callable[[Handler], Handler]:
+    """Count the request against RATE_LIMIT_IP for its client address before anything else."""
+
+    def decorate(handler: Handler) -> Handler:
+        @wraps(handler)
+        async def limited(request: Request, *args: Any, **kwargs: Any) -> HTTPResponse:
+            await request.app.ctx.rate_limits.hit_ip(client_ip(request), scope)
+            return await handler(request, *args, **kwargs)
+
+        return limited
+
+    return decorate

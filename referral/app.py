@@ -1,0 +1,82 @@
+"""The application factory: `sanic referral.app:create_app --factory`."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sanic import Sanic
+
+from referral.api import api
+from referral.api.auth import CurrentUser, current_user
+from referral.cache import CodeCache
+from referral.config import Settings, load_settings, warn_if_insecure
+from referral.db.database import ReferralDatabase, create_database
+from referral.errors import ProblemErrorHandler
+from referral.ratelimit import RateLimits
+from referral.security import warm_up
+from referral.services.codes import CodeService
+from referral.services.referrals import ReferralService
+from referral.services.users import UserService
+
+SANIC_CONFIG_FILE = Path(__file__).resolve().parent.parent / "sanic.cfg"
+log = logging.getLogger("referral")
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    db: ReferralDatabase
+    cache: CodeCache
+    rate_limits: RateLimits
+    users: UserService
+    codes: CodeService
+    referrals: ReferralService
+
+
+ReferralApp = Sanic[Any, AppContext]
+
+
+def create_app(*_: Any, settings: Settings | None = None) -> ReferralApp:
+    """Build the app. Positional arguments (Sanic's CLI passes one) are ignored."""
+    settings = settings or load_settings()
+    db = create_database(settings)
+    cache = CodeCache(ttl=settings.code_cache_ttl, maxsize=settings.code_cache_size)
+    rate_limits = RateLimits(settings)
+    ctx = AppContext(
+        settings=settings,
+        db=db,
+        cache=cache,
+        rate_limits=rate_limits,
+        users=UserService(db, settings, rate_limits),
+        codes=CodeService(db, cache),
+        referrals=ReferralService(db, settings),
+    )
+    app: ReferralApp = Sanic("referral", ctx=ctx, error_handler=ProblemErrorHandler())
+    if SANIC_CONFIG_FILE.is_file():
+        app.update_config(SANIC_CONFIG_FILE)
+        app.config.load_environment_vars("SANIC_")
+    app.ext.openapi.describe(
+        settings.service_name,
+        version="1.0.0",
+        description="Sign up, get an expiring referral code, share it, and see who registered with it.",
+    )
+    for service in (db, ctx.users, ctx.codes, ctx.referrals):
+        app.ext.dependency(service)
+    app.ext.add_dependency(CurrentUser, current_user)
+    app.blueprint(api)
+    app.before_server_start(_open_resources)
+    app.after_server_stop(_close_resources)
+    return app
+
+
+async def _open_resources(app: ReferralApp) -> None:
+    warn_if_insecure(app.ctx.settings)
+    await app.ctx.db.connect()
+    await warm_up(app.ctx.settings.bcrypt_rounds)
+
+
+async def _close_resources(app: ReferralApp) -> None:
+    await app.ctx.db.disconnect()

@@ -1,0 +1,71 @@
+"""Queries on referral codes.
+
+A code is *live* while `retired_at` is null (at most one per user, enforced by a partial unique
+index) and *active* while it is live and `expires_at` is in the future.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+from databases.interfaces import Record
+
+from referral.db.database import ReferralDatabase, insert_ignoring_conflict
+from referral.db.tables import referral_code, user
+
+CODE_COLUMNS = (referral_code.c.id, referral_code.c.user_id, referral_code.c.code, referral_code.c.expires_at)
+
+
+async def get_live_code(db: ReferralDatabase, user_id: int) -> Record | None:
+    query = sa.select(*CODE_COLUMNS).where(referral_code.c.user_id == user_id, referral_code.c.retired_at.is_(None))
+    return await db.fetch_one(query)
+
+
+async def get_active_code_by_email(db: ReferralDatabase, email: str, *, now: datetime) -> Record | None:
+    query = (
+        sa.select(*CODE_COLUMNS)
+        .select_from(user.join(referral_code, referral_code.c.user_id == user.c.id))
+        .where(
+            user.c.email == email,
+            referral_code.c.retired_at.is_(None),
+            referral_code.c.expires_at > now,
+        )
+    )
+    return await db.fetch_one(query)
+
+
+async def get_code_for_use(db: ReferralDatabase, code: str) -> Record | None:
+    """The code with its owner's email, share-locked on PostgreSQL so it cannot be retired meanwhile."""
+    query = (
+        sa.select(*CODE_COLUMNS, referral_code.c.retired_at, user.c.email.label("owner_email"))
+        .select_from(referral_code.join(user, referral_code.c.user_id == user.c.id))
+        .where(referral_code.c.code == code)
+    )
+    if not db.is_sqlite:
+        query = query.with_for_update(read=True, of=referral_code)
+    return await db.fetch_one(query)
+
+
+async def insert_code(
+    db: ReferralDatabase, *, user_id: int, code: str, expires_at: datetime, now: datetime
+) -> int | None:
+    """The new code's id, or None when the code string was ever used before."""
+    query = (
+        insert_ignoring_conflict(db, referral_code, unique="code")
+        .values(user_id=user_id, code=code, expires_at=expires_at, created_at=now)
+        .returning(referral_code.c.id)
+    )
+    return await db.fetch_val(query)
+
+
+async def set_expiry(db: ReferralDatabase, code_id: int, expires_at: datetime) -> None:
+    await db.execute(referral_code.update().where(referral_code.c.id == code_id).values(expires_at=expires_at))
+
+
+async def retire_code(db: ReferralDatabase, code_id: int, *, now: datetime) -> None:
+    await db.execute(
+        referral_code.update()
+        .where(referral_code.c.id == code_id, referral_code.c.retired_at.is_(None))
+        .values(retired_at=now)
+    )

@@ -1,0 +1,62 @@
+"""Opening the database and the few helpers every query module shares."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any, ClassVar
+
+import asyncpg
+import sqlalchemy as sa
+from databases import Database
+from sqlalchemy.dialects import postgresql, sqlite
+
+from referral.config import Settings
+
+
+class ReferralDatabase(Database):
+    """`databases.Database` with the pooled SQLite backend (see `referral.db.sqlite`)."""
+
+    SUPPORTED_BACKENDS: ClassVar[dict[str, str]] = {
+        **Database.SUPPORTED_BACKENDS,
+        "sqlite": "referral.db.sqlite:PooledSQLiteBackend",
+    }
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.url.dialect == "sqlite"
+
+
+def create_database(settings: Settings) -> ReferralDatabase:
+    """A not yet connected Database for `settings`; connect it in a server listener."""
+    options: dict[str, Any]
+    if settings.is_sqlite:
+        options = {"pool_size": settings.db_pool_size}
+    else:
+        # min_size=0: start even while PostgreSQL is down; connections are made on demand.
+        options = {"min_size": 0, "max_size": settings.db_pool_size, "command_timeout": 30}
+        if settings.db_schema:
+            options["server_settings"] = {"search_path": settings.db_schema}
+    return ReferralDatabase(settings.database_url, **options)
+
+
+def insert_ignoring_conflict(db: ReferralDatabase, table: sa.Table, *, unique: str) -> Any:
+    """`INSERT ... ON CONFLICT (unique) DO NOTHING`: a duplicate gives no row instead of an error."""
+    dialect_insert = sqlite.insert if db.is_sqlite else postgresql.insert
+    return dialect_insert(table).on_conflict_do_nothing(index_elements=[unique])
+
+
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.AdminShutdownError,
+    sqlite3.OperationalError,
+)
+"""Failures that mean "the database cannot answer now", not "the request is wrong"."""
+
+INTEGRITY_ERRORS: tuple[type[BaseException], ...] = (
+    sqlite3.IntegrityError,
+    asyncpg.IntegrityConstraintViolationError,
+)

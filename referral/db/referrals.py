@@ -1,0 +1,53 @@
+"""Queries on referrals."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+from databases.interfaces import Record
+
+from referral.db.database import ReferralDatabase, insert_ignoring_conflict
+from referral.db.tables import referral, referral_code
+
+
+async def insert_referral(
+    db: ReferralDatabase,
+    *,
+    email: str,
+    code_id: int,
+    referrer_id: int,
+    user_id: int | None,
+    now: datetime,
+) -> int | None:
+    """The new referral's id, or None when the email is already a referral."""
+    query = (
+        insert_ignoring_conflict(db, referral, unique="email")
+        .values(email=email, code_id=code_id, referrer_id=referrer_id, user_id=user_id, created_at=now)
+        .returning(referral.c.id)
+    )
+    return await db.fetch_val(query)
+
+
+async def list_referrals(db: ReferralDatabase, *, referrer_id: int, limit: int, offset: int) -> list[Record]:
+    """One page of a referrer's referrals, oldest first, each with the code it used."""
+    query = (
+        sa.select(
+            referral.c.id,
+            referral.c.email,
+            referral_code.c.user_id,
+            referral_code.c.code,
+            referral_code.c.expires_at,
+        )
+        .select_from(referral.join(referral_code, referral.c.code_id == referral_code.c.id))
+        .where(referral.c.referrer_id == referrer_id)
+        .order_by(referral.c.id)
+        .limit(limit)
+        .offset(offset)
+    )
+    return await db.fetch_all(query)
+
+
+async def count_referrals(db: ReferralDatabase, *, referrer_id: int) -> int:
+    query = sa.select(sa.func.count()).select_from(referral).where(referral.c.referrer_id == referrer_id)
+    return await db.fetch_val(query)

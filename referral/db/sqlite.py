@@ -1,0 +1,108 @@
+"""A `databases` SQLite backend that keeps its connections open.
+
+The stock backend opens a new aiosqlite connection (and thread) on every acquire and starts
+transactions with a deferred `BEGIN`, so two concurrent writers can fail with "database is locked".
+This one keeps a bounded pool of open connections, configures each once (foreign keys, WAL, busy
+timeout) and starts transactions with `BEGIN IMMEDIATE`, so writers queue for the lock instead of
+failing. Waiting happens in the connection's own thread, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import aiosqlite
+from databases.backends.sqlite import SQLiteBackend, SQLiteConnection, SQLiteTransaction
+from databases.core import DatabaseURL
+
+BUSY_TIMEOUT_MS = 5_000
+CONNECTION_PRAGMAS = (
+    "PRAGMA foreign_keys = ON",
+    f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}",
+    "PRAGMA synchronous = NORMAL",
+)
+
+
+class SQLiteConnectionPool:
+    """At most `size` open connections, handed out and taken back in turn."""
+
+    def __init__(self, url: DatabaseURL, *, size: int = 8, **options: Any) -> None:
+        if url.database in ("", ":memory:"):
+            raise ValueError("SQLite needs a file: an in-memory database is not shared between connections")
+        self._database = url.database
+        self._options = options
+        self._idle: asyncio.LifoQueue[aiosqlite.Connection] = asyncio.LifoQueue()
+        self._slots = asyncio.Semaphore(size)
+
+    async def acquire(self) -> aiosqlite.Connection:
+        await self._slots.acquire()
+        try:
+            if not self._idle.empty():
+                return self._idle.get_nowait()
+            return await self._open()
+        except BaseException:
+            self._slots.release()
+            raise
+
+    async def release(self, connection: aiosqlite.Connection) -> None:
+        try:
+            if connection.in_transaction:
+                await connection.rollback()
+            self._idle.put_nowait(connection)
+        except Exception:
+            await self._discard(connection)
+        finally:
+            self._slots.release()
+
+    async def close(self) -> None:
+        while not self._idle.empty():
+            await self._discard(self._idle.get_nowait())
+
+    async def _open(self) -> aiosqlite.Connection:
+        connection = aiosqlite.connect(self._database, isolation_level=None, **self._options)
+        await connection.__aenter__()
+        try:
+            await connection.execute("PRAGMA journal_mode = WAL")
+            for pragma in CONNECTION_PRAGMAS:
+                await connection.execute(pragma)
+        except BaseException:
+            await connection.close()
+            raise
+        return connection
+
+    async def _discard(self, connection: aiosqlite.Connection) -> None:
+        with contextlib.suppress(Exception):  # already broken: nothing left to release
+            await connection.close()
+
+
+class ImmediateTransaction(SQLiteTransaction):
+    """Takes the write lock at BEGIN, so a transaction never fails half-way on lock upgrade."""
+
+    async def start(self, is_root: bool, extra_options: dict[Any, Any]) -> None:
+        if not is_root:
+            await super().start(is_root, extra_options)
+            return
+        self._is_root = True
+        assert self._connection._connection is not None, "Connection is not acquired"
+        async with self._connection._connection.execute("BEGIN IMMEDIATE") as cursor:
+            await cursor.close()
+
+
+class PooledSQLiteConnection(SQLiteConnection):
+    def transaction(self) -> ImmediateTransaction:
+        return ImmediateTransaction(self)
+
+
+class PooledSQLiteBackend(SQLiteBackend):
+    def __init__(self, database_url: DatabaseURL | str, **options: Any) -> None:
+        pool_size = options.pop("pool_size", 8)
+        super().__init__(database_url, **options)
+        self._pool = SQLiteConnectionPool(self._database_url, size=pool_size, **options)
+
+    async def disconnect(self) -> None:
+        await self._pool.close()
+
+    def connection(self) -> PooledSQLiteConnection:
+        return PooledSQLiteConnection(self._pool, self._dialect)

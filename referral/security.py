@@ -1,0 +1,88 @@
+"""Passwords (bcrypt over a SHA-256 pre-hash, off the event loop) and JWT access tokens."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+from datetime import timedelta
+from functools import lru_cache
+
+import bcrypt
+import jwt
+
+from referral.config import Settings
+from referral.db.tables import utcnow
+
+JWT_ALGORITHM = "HS256"
+
+
+def _prehash(password: str) -> bytes:
+    """base64(SHA-256(password)): 44 bytes, so bcrypt's 72-byte limit never truncates a password."""
+    return base64.b64encode(hashlib.sha256(password.encode("utf-8")).digest())
+
+
+def _hash_sync(password: str, rounds: int) -> str:
+    return bcrypt.hashpw(_prehash(password), bcrypt.gensalt(rounds)).decode("ascii")
+
+
+def _verify_sync(password: str, password_hash: str) -> bool:
+    try:
+        return bcrypt.checkpw(_prehash(password), password_hash.encode("ascii"))
+    except ValueError:  # a malformed stored hash matches nothing
+        return False
+
+
+async def hash_password(password: str, *, rounds: int) -> str:
+    return await asyncio.to_thread(_hash_sync, password, rounds)
+
+
+async def verify_password(password: str, password_hash: str | None, *, rounds: int) -> bool:
+    """Check `password`; with no hash (unknown user) spend the same time on a dummy one."""
+    if password_hash is None:
+        await asyncio.to_thread(_verify_sync, password, _dummy_hash(rounds))
+        return False
+    return await asyncio.to_thread(_verify_sync, password, password_hash)
+
+
+@lru_cache(maxsize=4)
+def _dummy_hash(rounds: int) -> str:
+    return _hash_sync("not a real password", rounds)
+
+
+class InvalidToken(Exception):
+    """The token is missing, malformed, badly signed, expired or names no valid subject."""
+
+
+def issue_token(user_id: int, settings: Settings) -> str:
+    now = utcnow()
+    claims = {
+        "sub": str(user_id),
+        "iss": settings.service_name,
+        "iat": now,
+        "exp": now + timedelta(seconds=settings.token_lifetime_seconds),
+    }
+    return jwt.encode(claims, settings.secret_key, algorithm=JWT_ALGORITHM)
+
+
+def read_token(token: str, settings: Settings) -> int:
+    """The user id the token was issued to; raises InvalidToken for anything else."""
+    try:
+        claims = jwt.decode(
+            token,
+            settings.secret_key,
+            algorithms=[JWT_ALGORITHM],
+            issuer=settings.service_name,
+            options={"require": ["exp", "iat", "sub", "iss"]},
+        )
+    except jwt.PyJWTError as error:
+        raise InvalidToken(str(error)) from None
+    subject = claims["sub"]
+    if not subject.isascii() or not subject.isdigit() or len(subject) > 18:
+        raise InvalidToken("bad subject")
+    return int(subject)
+
+
+async def warm_up(rounds: int) -> None:
+    """Compute the dummy hash before the first login needs it."""
+    await asyncio.to_thread(_dummy_hash, rounds)

@@ -1,0 +1,109 @@
+"""Referral codes: issuing, editing, expiry, deletion and lookup by email.
+
+The rules live here. A user has at most one *live* code (not retired); it is *active* while its
+expiry is in the future. Issuing a code retires the user's expired one in the same transaction,
+and the database's partial unique index makes a second live code impossible.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime, timedelta
+
+from referral.cache import CodeCache
+from referral.db import codes, users
+from referral.db.database import ReferralDatabase
+from referral.db.tables import utcnow
+from referral.errors import Conflict, NotFound, Unauthorized
+from referral.services.models import CodeInfo
+
+CODE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"  # no 0/O, 1/I/L: easy to read aloud and type
+GENERATED_CODE_LENGTH = 10  # 31**10 ≈ 2**49.5 codes
+GENERATION_ATTEMPTS = 5
+
+
+class CodeTaken(Conflict):
+    problem = "code-taken"
+    message = "This code is taken: codes are never reused, pick another."
+
+
+class NoActiveCode(NotFound):
+    problem = "no-active-code"
+    message = "There is no active referral code."
+
+
+def generate_code() -> str:
+    return "".join(secrets.choice(CODE_ALPHABET) for _ in range(GENERATED_CODE_LENGTH))
+
+
+def expiry_after(days: int, *, now: datetime) -> datetime:
+    """Expiry `days` from `now`, to the whole second."""
+    return (now + timedelta(days=days)).replace(microsecond=0)
+
+
+def is_active(expires_at: datetime, *, now: datetime) -> bool:
+    return expires_at > now
+
+
+class CodeService:
+    def __init__(self, db: ReferralDatabase, cache: CodeCache) -> None:
+        self.db = db
+        self.cache = cache
+
+    async def issue_or_edit(self, user_id: int, *, days: int, custom_code: str | None) -> tuple[CodeInfo, bool]:
+        """Extend the user's active code, or issue a new one. Returns the code and whether it is new."""
+        now = utcnow()
+        expires_at = expiry_after(days, now=now)
+        async with self.db.transaction():
+            owner = await users.lock_user(self.db, user_id)
+            if owner is None:
+                raise Unauthorized("The user of this token no longer exists.")
+            live = await codes.get_live_code(self.db, user_id)
+            active = live is not None and is_active(live["expires_at"], now=now)
+            if active and (custom_code is None or custom_code == live["code"]):
+                await codes.set_expiry(self.db, live["id"], expires_at)
+                result, created = CodeInfo(user_id, live["code"], expires_at), False
+            else:
+                if live is not None:
+                    await codes.retire_code(self.db, live["id"], now=now)
+                code = await self._insert_new(user_id, custom_code, expires_at=expires_at, now=now)
+                result, created = CodeInfo(user_id, code, expires_at), True
+        self.cache.invalidate(owner["email"])
+        return result, created
+
+    async def _insert_new(self, user_id: int, custom_code: str | None, *, expires_at: datetime, now: datetime) -> str:
+        candidates = [custom_code] if custom_code else [generate_code() for _ in range(GENERATION_ATTEMPTS)]
+        for candidate in candidates:
+            inserted = await codes.insert_code(self.db, user_id=user_id, code=candidate, expires_at=expires_at, now=now)
+            if inserted is not None:
+                return candidate
+        if custom_code:
+            raise CodeTaken()
+        raise RuntimeError("could not generate an unused referral code")
+
+    async def delete(self, user_id: int) -> CodeInfo:
+        """Retire the user's active code (its history stays) and return it."""
+        now = utcnow()
+        async with self.db.transaction():
+            owner = await users.lock_user(self.db, user_id)
+            if owner is None:
+                raise Unauthorized("The user of this token no longer exists.")
+            live = await codes.get_live_code(self.db, user_id)
+            if live is None or not is_active(live["expires_at"], now=now):
+                raise NoActiveCode("You have no active referral code to delete.")
+            await codes.retire_code(self.db, live["id"], now=now)
+        self.cache.invalidate(owner["email"])
+        return CodeInfo(user_id, live["code"], live["expires_at"])
+
+    async def find_by_email(self, email: str) -> CodeInfo:
+        """The active code of the user with this email (cached)."""
+        cached = self.cache.get(email)
+        if cached is not None:
+            return cached
+        ticket = self.cache.fill_ticket()
+        row = await codes.get_active_code_by_email(self.db, email, now=utcnow())
+        if row is None:
+            raise NoActiveCode("No active referral code for this email.")
+        info = CodeInfo(row["user_id"], row["code"], row["expires_at"])
+        self.cache.put(email, info, ticket=ticket)
+        return info
