@@ -15,7 +15,7 @@ bp = Blueprint("health")
 @bp.get("/health")
 async def health(request: Request, db: ReferralDatabase) -> HTTPResponse:
     try:
-        await db.fetch_val(sa.select(sa.literal(1)))
+        await db.fetch_val(sa.text("SELECT 1"))
     except Exception as error:
         raise ServiceUnavailable() from error
     return json({"status": "ok", "database": "ok"})

@@ -1,0 +1,86 @@
+"""Fixtures: a clean database per test on each backend, the app, a live client, and factories."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sanic import Sanic
+
+from referral.app import ReferralApp, create_app
+from referral.config import Settings, load_settings
+from tests.databases import PostgresDatabase, SQLiteTemplate, postgres_reachable
+from tests.factories import Factory
+from tests.live import LiveClient
+
+Sanic.test_mode = True
+
+TEST_SECRET = "test-secret-key-that-is-long-enough-for-hs256"
+BACKENDS = ("sqlite", "postgres")
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> SQLiteTemplate:
+    return SQLiteTemplate(tmp_path_factory.mktemp("sqlite-template"))
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[PostgresDatabase]:
+    problem = postgres_reachable()
+    if problem is not None:
+        if os.environ.get("REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"REQUIRE_POSTGRES=1 but {problem}")
+        pytest.skip(problem)
+    database = PostgresDatabase()
+    yield database
+    database.drop()
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    if request.param == "sqlite" and request.node.get_closest_marker("postgres_only"):
+        pytest.skip("PostgreSQL-only test")
+    return request.param
+
+
+@pytest.fixture
+def database(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str | None]:
+    """A clean, migrated database: (url, schema)."""
+    if backend == "sqlite":
+        return request.getfixturevalue("sqlite_template").fresh_url(tmp_path), None
+    postgres: PostgresDatabase = request.getfixturevalue("postgres_database")
+    postgres.truncate()
+    return postgres.url, postgres.schema
+
+
+@pytest.fixture
+def settings(database: tuple[str, str | None]) -> Settings:
+    url, schema = database
+    return load_settings(
+        env={},
+        secret_key=TEST_SECRET,
+        database_url=url,
+        db_schema=schema,
+        bcrypt_rounds=4,
+        rate_limit=False,
+    )
+
+
+@pytest.fixture
+def app(settings: Settings) -> ReferralApp:
+    return create_app(settings=settings)
+
+
+@pytest.fixture
+def api(app: ReferralApp) -> Iterator[LiveClient]:
+    client = LiveClient(app)
+    client.start()
+    yield client
+    client.stop()
+
+
+@pytest.fixture
+def make(api: LiveClient) -> Factory:
+    return Factory(api)
