@@ -10,10 +10,10 @@ from __future__ import annotations
 import asyncio
 
 import sqlalchemy as sa
+from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from alembic import context
 from referral.config import load_settings
 from referral.db.tables import metadata
 
