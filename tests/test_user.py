@@ -1,0 +1,183 @@
+"""/user/register, /user/auth and /user/token (OAuth 2.0 password grant)."""
+
+from __future__ import annotations
+
+import jwt
+import pytest
+
+from tests.conftest import TEST_SECRET
+from tests.factories import random_email
+
+
+def register(api, email, password):
+    return api.post("/user/register", json={"email": email, "password": password})
+
+
+def login(api, email, password):
+    return api.post("/user/auth", json={"email": email, "password": password})
+
+
+def assert_problem(answer, status):
+    assert answer.status_code == status, answer.text
+    assert answer.headers["content-type"].startswith("application/problem+json")
+    body = answer.json()
+    assert body["status"] == status
+    assert body["title"] and body["detail"] and body["type"]
+    return body
+
+
+class TestRegister:
+    def test_returns_the_new_user_id(self, api):
+        first = register(api, random_email(), "password1")
+        second = register(api, random_email(), "password1")
+        assert first.status_code == 201
+        assert first.json() == {"user_id": 1}
+        assert second.json() == {"user_id": 2}
+
+    def test_email_is_normalised(self, api):
+        assert register(api, "  Mixed.Case@Example.COM ", "password1").status_code == 201
+        assert login(api, "mixed.case@example.com", "password1").status_code == 200
+
+    @pytest.mark.parametrize("variant", ["taken@example.com", "TAKEN@example.com", " Taken@Example.com "])
+    def test_email_taken_case_insensitively(self, api, variant):
+        assert register(api, "taken@example.com", "password1").status_code == 201
+        body = assert_problem(register(api, variant, "password2"), 409)
+        assert "already exists" in body["detail"]
+
+    @pytest.mark.parametrize(
+        ("payload", "field"),
+        [
+            ({"email": "not-an-email", "password": "password1"}, "email"),
+            ({"email": "a@b", "password": "password1"}, "email"),
+            ({"email": "x" * 250 + "@example.com", "password": "password1"}, "email"),
+            ({"email": "", "password": "password1"}, "email"),
+            ({"email": 12, "password": "password1"}, "email"),
+            ({"email": None, "password": "password1"}, "email"),
+            ({"password": "password1"}, "email"),
+            ({"email": "ok@example.com", "password": "short"}, "password"),
+            ({"email": "ok@example.com", "password": "1234567"}, "password"),
+            ({"email": "ok@example.com", "password": "x" * 257}, "password"),
+            ({"email": "ok@example.com", "password": 12345678}, "password"),
+            ({"email": "ok@example.com", "password": ["password1"]}, "password"),
+            ({"email": "ok@example.com"}, "password"),
+        ],
+    )
+    def test_invalid_input_is_422_and_creates_nothing(self, api, payload, field):
+        body = assert_problem(api.post("/user/register", json=payload), 422)
+        assert field in body["errors"]
+        assert login(api, "ok@example.com", "password1").status_code == 401
+
+    def test_lone_surrogate_in_password_is_422(self, api):
+        raw = b'{"email": "ok@example.com", "password": "\\ud800password"}'
+        body = assert_problem(api.post("/user/register", content=raw), 422)
+        assert "password" in body["errors"]
+
+    @pytest.mark.parametrize("length", [8, 72, 256])
+    def test_password_length_bounds_are_accepted(self, api, length):
+        email = random_email()
+        assert register(api, email, "p" * length).status_code == 201
+        assert login(api, email, "p" * length).status_code == 200
+
+
+class TestLongAndUnicodePasswords:
+    def test_hundred_character_password(self, api):
+        email, password = random_email(), "a1" * 50
+        assert register(api, email, password).status_code == 201
+        assert login(api, email, password).status_code == 200
+
+    def test_non_ascii_password(self, api):
+        email, password = random_email(), "пароль-密码-🔑-ünïcode"
+        assert register(api, email, password).status_code == 201
+        assert login(api, email, password).status_code == 200
+
+    def test_no_truncation_at_72_bytes(self, api):
+        email = random_email()
+        password = "x" * 72 + "-the-real-ending"
+        assert register(api, email, password).status_code == 201
+        assert login(api, email, "x" * 72 + "-another-ending").status_code == 401
+        assert login(api, email, "x" * 72).status_code == 401
+        assert login(api, email, password).status_code == 200
+
+
+class TestAuth:
+    def test_returns_a_token_for_the_user(self, api, make):
+        user = make.user()
+        answer = login(api, user.email, user.password)
+        assert answer.status_code == 200
+        body = answer.json()
+        assert body["user_id"] == user.id
+        claims = jwt.decode(body["token"], TEST_SECRET, algorithms=["HS256"], issuer="referral")
+        assert claims["sub"] == str(user.id)
+        assert claims["exp"] - claims["iat"] == 86_400
+        assert answer.headers["cache-control"] == "no-store"
+
+    def test_login_is_case_insensitive_on_email(self, api, make):
+        user = make.user()
+        assert login(api, user.email.upper(), user.password).status_code == 200
+
+    def test_wrong_password_and_unknown_email_answer_alike(self, api, make):
+        user = make.user()
+        wrong = login(api, user.email, "wrong-password")
+        unknown = login(api, random_email(), "wrong-password")
+        assert_problem(wrong, 401)
+        assert_problem(unknown, 401)
+        assert wrong.json() == unknown.json()
+        assert wrong.headers["www-authenticate"] == unknown.headers["www-authenticate"]
+
+    @pytest.mark.parametrize(
+        "payload",
+        [{}, {"email": "a@example.com"}, {"password": "password1"}, {"email": "bad", "password": "password1"}],
+    )
+    def test_incomplete_credentials_are_422(self, api, payload):
+        assert_problem(api.post("/user/auth", json=payload), 422)
+
+
+class TestToken:
+    def form(self, api, **fields):
+        return api.post("/user/token", data=fields)
+
+    def test_password_grant_issues_a_bearer_token(self, api, make):
+        user = make.user()
+        answer = self.form(api, grant_type="password", username=user.email, password=user.password)
+        assert answer.status_code == 200
+        body = answer.json()
+        assert body["token_type"] == "bearer"
+        assert body["expires_in"] == 86_400
+        assert answer.headers["cache-control"] == "no-store"
+        protected = api.post(
+            "/refer/update_code", json={"day": 3}, headers={"Authorization": f"Bearer {body['access_token']}"}
+        )
+        assert protected.status_code == 201
+
+    @pytest.mark.parametrize(
+        ("fields", "error"),
+        [
+            ({"grant_type": "password", "username": "nobody@example.com", "password": "password1"}, "invalid_grant"),
+            ({"grant_type": "password", "username": "not-an-email", "password": "password1"}, "invalid_grant"),
+            ({"grant_type": "client_credentials"}, "unsupported_grant_type"),
+            ({"grant_type": "password", "username": "a@example.com"}, "invalid_request"),
+            ({"username": "a@example.com", "password": "password1"}, "invalid_request"),
+            ({}, "invalid_request"),
+        ],
+    )
+    def test_errors_follow_rfc_6749(self, api, fields, error):
+        answer = self.form(api, **fields)
+        assert answer.status_code == 400
+        assert answer.headers["content-type"].startswith("application/json")
+        body = answer.json()
+        assert body["error"] == error
+        assert body["error_description"]
+
+    def test_wrong_password_is_invalid_grant(self, api, make):
+        user = make.user()
+        answer = self.form(api, grant_type="password", username=user.email, password="wrong-password")
+        assert answer.status_code == 400
+        assert answer.json()["error"] == "invalid_grant"
+
+    def test_json_body_is_invalid_request(self, api, make):
+        user = make.user()
+        answer = api.post(
+            "/user/token", json={"grant_type": "password", "username": user.email, "password": user.password}
+        )
+        assert answer.status_code == 400
+        assert answer.json()["error"] == "invalid_request"
