@@ -7,6 +7,7 @@ import pytest
 
 from tests.conftest import TEST_SECRET
 from tests.factories import random_email
+from tests.problems import assert_problem
 
 
 def register(api, email, password):
@@ -15,15 +16,6 @@ def register(api, email, password):
 
 def login(api, email, password):
     return api.post("/user/auth", json={"email": email, "password": password})
-
-
-def assert_problem(answer, status):
-    assert answer.status_code == status, answer.text
-    assert answer.headers["content-type"].startswith("application/problem+json")
-    body = answer.json()
-    assert body["status"] == status
-    assert body["title"] and body["detail"] and body["type"]
-    return body
 
 
 class TestRegister:
