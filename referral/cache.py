@@ -40,5 +40,9 @@ class CodeCache:
         self._invalidations += 1
         self._entries.pop(email, None)
 
+    def clear(self) -> None:
+        self._invalidations += 1
+        self._entries.clear()
+
     def __len__(self) -> int:
         return len(self._entries)

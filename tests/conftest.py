@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from sanic import Sanic
 
 from referral.app import ReferralApp, create_app
 from referral.config import Settings, load_settings
+from referral.db.tables import referral_code, utcnow
 from tests.databases import PostgresDatabase, SQLiteTemplate, postgres_reachable
 from tests.factories import Factory
 from tests.live import LiveClient
@@ -84,3 +86,21 @@ def api(app: ReferralApp) -> Iterator[LiveClient]:
 @pytest.fixture
 def make(api: LiveClient) -> Factory:
     return Factory(api)
+
+
+@pytest.fixture
+def expire_codes(api: LiveClient) -> Callable[..., None]:
+    """Move a user's live code into the past, as if its days had run out."""
+
+    def expire(user_id: int) -> None:
+        db = api.app.ctx.db
+        past = utcnow() - timedelta(seconds=1)
+        query = (
+            referral_code.update()
+            .where(referral_code.c.user_id == user_id, referral_code.c.retired_at.is_(None))
+            .values(expires_at=past)
+        )
+        api.run(db.execute(query))
+        api.app.ctx.cache.clear()
+
+    return expire

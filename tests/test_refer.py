@@ -1,0 +1,230 @@
+"""/refer/update_code, /refer/delete and /refer/getcode."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from tests.factories import random_email
+from tests.problems import assert_problem
+
+ISO_WITH_OFFSET = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00$")
+
+
+def expires_in_days(exp_date: str, days: int) -> bool:
+    moment = datetime.fromisoformat(exp_date)
+    expected = datetime.now(UTC) + timedelta(days=days)
+    return abs((moment - expected).total_seconds()) < 60
+
+
+class TestUpdateCode:
+    def test_issues_a_code_with_201(self, api, make):
+        user = make.user()
+        answer = api.post("/refer/update_code", json={"day": 7}, headers=user.auth)
+        assert answer.status_code == 201
+        body = answer.json()
+        assert set(body) == {"user_id", "code", "exp_date"}
+        assert body["user_id"] == user.id
+        assert re.fullmatch(r"[23456789A-HJKMNP-Z]{10}", body["code"])
+        assert ISO_WITH_OFFSET.match(body["exp_date"])
+        assert expires_in_days(body["exp_date"], 7)
+
+    def test_put_and_bearer_header_work_too(self, api, make):
+        user = make.user()
+        answer = api.put("/refer/update_code", json={"day": 2}, headers=user.bearer)
+        assert answer.status_code == 201
+
+    def test_editing_an_active_code_keeps_it_and_moves_expiry(self, api, make):
+        user = make.user()
+        first = make.code(user, day=30)
+        answer = api.post("/refer/update_code", json={"day": 1}, headers=user.auth)
+        assert answer.status_code == 200
+        assert answer.json()["code"] == first["code"]
+        assert expires_in_days(answer.json()["exp_date"], 1)
+        assert api.get("/refer/getcode", params={"email": user.email}).json() == answer.json()
+
+    def test_custom_code(self, api, make):
+        user = make.user()
+        answer = api.post("/refer/update_code", json={"day": 5, "code": "Summer_2026-x"}, headers=user.auth)
+        assert answer.status_code == 201
+        assert answer.json()["code"] == "Summer_2026-x"
+
+    def test_new_custom_code_replaces_the_active_one(self, api, make):
+        user = make.user()
+        old = make.code(user)
+        referred = make.referral(old["code"])
+        answer = api.post("/refer/update_code", json={"day": 5, "code": "BRAND-NEW"}, headers=user.auth)
+        assert answer.status_code == 201
+        assert answer.json()["code"] == "BRAND-NEW"
+        assert api.get("/refer/getcode", params={"email": user.email}).json()["code"] == "BRAND-NEW"
+        old_use = api.post("/referals/register", json={"email": random_email(), "code": old["code"]})
+        assert_problem(old_use, 410)
+        listed = api.get("/referals/list", params={"user_id": user.id}, headers=user.auth).json()
+        assert [(item["email"], item["code"]) for item in listed] == [(referred["email"], old["code"])]
+
+    def test_same_custom_code_as_the_active_one_edits_it(self, api, make):
+        user = make.user()
+        make.code(user, code="MINE-1234")
+        answer = api.post("/refer/update_code", json={"day": 9, "code": "MINE-1234"}, headers=user.auth)
+        assert answer.status_code == 200
+        assert expires_in_days(answer.json()["exp_date"], 9)
+
+    def test_custom_code_of_someone_else_is_409(self, api, make):
+        owner, other = make.user(), make.user()
+        make.code(owner, code="TAKEN-CODE")
+        answer = api.post("/refer/update_code", json={"day": 5, "code": "TAKEN-CODE"}, headers=other.auth)
+        assert assert_problem(answer, 409)["type"].endswith("code-taken")
+        assert_problem(api.get("/refer/getcode", params={"email": other.email}), 404)
+
+    def test_deleted_codes_never_come_back(self, api, make):
+        owner, other = make.user(), make.user()
+        make.code(owner, code="ONCE-ONLY")
+        assert api.delete("/refer/delete", headers=owner.auth).status_code == 200
+        for user in (owner, other):
+            answer = api.post("/refer/update_code", json={"day": 5, "code": "ONCE-ONLY"}, headers=user.auth)
+            assert_problem(answer, 409)
+
+    def test_after_delete_a_new_code_is_issued(self, api, make):
+        user = make.user()
+        first = make.code(user)
+        api.delete("/refer/delete", headers=user.auth)
+        answer = api.post("/refer/update_code", json={"day": 3}, headers=user.auth)
+        assert answer.status_code == 201
+        assert answer.json()["code"] != first["code"]
+
+    @pytest.mark.parametrize(
+        ("payload", "field"),
+        [
+            ({"day": 0}, "day"),
+            ({"day": -1}, "day"),
+            ({"day": 366}, "day"),
+            ({"day": 7.5}, "day"),
+            ({"day": 7.0}, "day"),
+            ({"day": "7"}, "day"),
+            ({"day": True}, "day"),
+            ({"day": 10**12}, "day"),
+            ({"day": 10**30}, "day"),
+            ({"day": None}, "day"),
+            ({"day": [7]}, "day"),
+            ({}, "day"),
+            ({"day": 7, "code": "abc"}, "code"),
+            ({"day": 7, "code": "x" * 33}, "code"),
+            ({"day": 7, "code": "has space"}, "code"),
+            ({"day": 7, "code": "émoji-🙂"}, "code"),
+            ({"day": 7, "code": "semi;colon"}, "code"),
+            ({"day": 7, "code": 12345}, "code"),
+        ],
+    )
+    def test_bad_day_or_code_is_422_and_changes_nothing(self, api, make, payload, field):
+        user = make.user()
+        answer = api.post("/refer/update_code", json=payload, headers=user.auth)
+        assert field in assert_problem(answer, 422)["errors"]
+        assert_problem(api.get("/refer/getcode", params={"email": user.email}), 404)
+
+    @pytest.mark.parametrize("day", [1, 365])
+    def test_day_bounds_are_accepted(self, api, make, day):
+        user = make.user()
+        answer = api.post("/refer/update_code", json={"day": day}, headers=user.auth)
+        assert answer.status_code == 201
+        assert expires_in_days(answer.json()["exp_date"], day)
+
+    def test_requires_a_token(self, api):
+        answer = api.post("/refer/update_code", json={"day": 7})
+        assert_problem(answer, 401)
+        assert answer.headers["www-authenticate"].startswith("Bearer")
+
+
+class TestExpiredCodes:
+    def test_expired_code_is_not_active_and_a_new_one_replaces_it(self, api, make, expire_codes):
+        user = make.user()
+        old = make.code(user)
+        expire_codes(user.id)
+        assert_problem(api.get("/refer/getcode", params={"email": user.email}), 404)
+        assert_problem(api.delete("/refer/delete", headers=user.auth), 404)
+        used = api.post("/referals/register", json={"email": random_email(), "code": old["code"]})
+        assert_problem(used, 410)
+        answer = api.post("/refer/update_code", json={"day": 3}, headers=user.auth)
+        assert answer.status_code == 201
+        assert answer.json()["code"] != old["code"]
+        assert api.get("/refer/getcode", params={"email": user.email}).json()["code"] == answer.json()["code"]
+
+
+class TestDelete:
+    @pytest.mark.parametrize("method", ["DELETE", "POST"])
+    def test_returns_the_deleted_code(self, api, make, method):
+        user = make.user()
+        code = make.code(user)
+        answer = api.request(method, "/refer/delete", headers=user.auth)
+        assert answer.status_code == 200
+        assert answer.json() == code
+        assert_problem(api.get("/refer/getcode", params={"email": user.email}), 404)
+        assert_problem(api.post("/referals/register", json={"email": random_email(), "code": code["code"]}), 410)
+
+    def test_without_an_active_code_is_404(self, api, make):
+        user = make.user()
+        assert_problem(api.delete("/refer/delete", headers=user.auth), 404)
+        make.code(user)
+        assert api.delete("/refer/delete", headers=user.auth).status_code == 200
+        assert_problem(api.delete("/refer/delete", headers=user.auth), 404)
+
+    def test_requires_a_token(self, api):
+        assert_problem(api.delete("/refer/delete"), 401)
+
+
+class TestGetCode:
+    def test_by_query_string(self, api, make):
+        user = make.user()
+        code = make.code(user)
+        answer = api.get("/refer/getcode", params={"email": user.email.upper()})
+        assert answer.status_code == 200
+        assert answer.json() == code
+
+    def test_by_get_with_json_body(self, api, make):
+        user = make.user()
+        code = make.code(user)
+        answer = api.request("GET", "/refer/getcode", json={"email": user.email})
+        assert answer.status_code == 200
+        assert answer.json() == code
+
+    def test_by_post_with_json_body(self, api, make):
+        user = make.user()
+        code = make.code(user)
+        answer = api.post("/refer/getcode", json={"email": f"  {user.email}  "})
+        assert answer.status_code == 200
+        assert answer.json() == code
+
+    def test_needs_no_token(self, api, make):
+        user = make.user()
+        make.code(user)
+        assert (
+            api.get("/refer/getcode", params={"email": user.email}, headers={"authorization": "junk"}).status_code
+            == 200
+        )
+
+    def test_unknown_email_is_404(self, api):
+        assert_problem(api.get("/refer/getcode", params={"email": random_email()}), 404)
+
+    def test_user_without_code_is_404(self, api, make):
+        user = make.user()
+        assert_problem(api.get("/refer/getcode", params={"email": user.email}), 404)
+
+    @pytest.mark.parametrize("params", [{"email": "nope"}, {"email": ""}, {"email": "a@" + "b" * 300 + ".com"}, {}])
+    def test_bad_email_is_422(self, api, params):
+        assert "email" in assert_problem(api.get("/refer/getcode", params=params), 422)["errors"]
+
+    @pytest.mark.parametrize("body", [{"email": 5}, {"email": None}, {}, ["a@example.com"], "a@example.com"])
+    def test_bad_json_email_is_422(self, api, body):
+        assert_problem(api.post("/refer/getcode", json=body), 422)
+
+    def test_update_and_delete_invalidate_the_cached_code(self, api, make):
+        user = make.user()
+        make.code(user, code="FIRST-CODE")
+        assert api.get("/refer/getcode", params={"email": user.email}).json()["code"] == "FIRST-CODE"
+        make.code(user, code="SECOND-CODE")
+        assert api.get("/refer/getcode", params={"email": user.email}).json()["code"] == "SECOND-CODE"
+        edited = make.code(user, day=100)
+        assert api.get("/refer/getcode", params={"email": user.email}).json() == edited
+        api.delete("/refer/delete", headers=user.auth)
+        assert_problem(api.get("/refer/getcode", params={"email": user.email}), 404)
