@@ -67,6 +67,8 @@ def issue_token(user_id: int, settings: Settings) -> str:
 
 def read_token(token: str, settings: Settings) -> int:
     """The user id the token was issued to; raises InvalidToken for anything else."""
+    if not token.isascii():  # a JWT is ASCII; other bytes arrive as undecodable surrogates
+        raise InvalidToken("not a JWT")
     try:
         claims = jwt.decode(
             token,
