@@ -1,0 +1,118 @@
+"""JWT checks on protected endpoints: every bad token is a 401 with `WWW-Authenticate: Bearer`."""
+
+from __future__ import annotations
+
+import base64
+import json
+import warnings
+from datetime import UTC, datetime, timedelta
+
+import jwt
+import pytest
+
+from tests.conftest import TEST_SECRET
+from tests.problems import assert_problem
+
+
+def b64(data: dict) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+
+def claims(user_id: int, **changes) -> dict:
+    now = datetime.now(UTC)
+    base = {"sub": str(user_id), "iss": "referral", "iat": now, "exp": now + timedelta(hours=1)}
+    base.update(changes)
+    return {key: value for key, value in base.items() if value is not None}
+
+
+def forged_tokens(user_id: int, real_token: str) -> dict[str, str]:
+    header, payload, signature = real_token.split(".")
+    other_payload = b64({"sub": str(user_id + 1), "iss": "referral", "iat": 0, "exp": 2_000_000_000})
+    return {
+        "malformed": "not-a-jwt",
+        "two segments": f"{header}.{payload}",
+        "tampered payload": f"{header}.{other_payload}.{signature}",
+        "tampered signature": f"{header}.{payload}.{signature[:-4]}AAAA",
+        "other secret": jwt.encode(claims(user_id), "another-secret-that-is-long-enough-32b", algorithm="HS256"),
+        "alg none": f"{b64({'alg': 'none', 'typ': 'JWT'})}.{b64(claims_json(user_id))}.",
+        "alg HS512, right key": hs512_with_the_real_key(user_id),
+        "expired": jwt.encode(
+            claims(user_id, exp=datetime.now(UTC) - timedelta(seconds=5)), TEST_SECRET, algorithm="HS256"
+        ),
+        "no exp": jwt.encode(claims(user_id, exp=None), TEST_SECRET, algorithm="HS256"),
+        "no iat": jwt.encode(claims(user_id, iat=None), TEST_SECRET, algorithm="HS256"),
+        "no sub": jwt.encode(claims(user_id, sub=None), TEST_SECRET, algorithm="HS256"),
+        "wrong issuer": jwt.encode(claims(user_id, iss="someone-else"), TEST_SECRET, algorithm="HS256"),
+        "non-numeric sub": jwt.encode(claims(user_id, sub="admin"), TEST_SECRET, algorithm="HS256"),
+        "user that does not exist": jwt.encode(claims(999_999), TEST_SECRET, algorithm="HS256"),
+    }
+
+
+def hs512_with_the_real_key(user_id: int) -> str:
+    """Signed with the service's own key but another algorithm: refused because HS256 is pinned."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", jwt.warnings.InsecureKeyLengthWarning)
+        return jwt.encode(claims(user_id), TEST_SECRET, algorithm="HS512")
+
+
+def claims_json(user_id: int) -> dict:
+    return {"sub": str(user_id), "iss": "referral", "iat": 0, "exp": 2_000_000_000}
+
+
+PROTECTED = [
+    ("POST", "/refer/update_code", {"day": 3}),
+    ("DELETE", "/refer/delete", None),
+    ("GET", "/referals/list?user_id=1", None),
+]
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "malformed",
+        "two segments",
+        "tampered payload",
+        "tampered signature",
+        "other secret",
+        "alg none",
+        "alg HS512, right key",
+        "expired",
+        "no exp",
+        "no iat",
+        "no sub",
+        "wrong issuer",
+        "non-numeric sub",
+        "user that does not exist",
+    ],
+)
+def test_bad_tokens_are_401(api, make, case):
+    user = make.user()
+    make.code(user)
+    token = forged_tokens(user.id, user.token)[case]
+    for method, path, body in PROTECTED:
+        for headers in ({"authorization": token}, {"Authorization": f"Bearer {token}"}):
+            answer = api.request(method, path, json=body, headers=headers)
+            assert_problem(answer, 401)
+            assert answer.headers["www-authenticate"].startswith("Bearer")
+    assert api.get("/refer/getcode", params={"email": user.email}).status_code == 200  # nothing was deleted
+
+
+def test_missing_token_is_401(api):
+    for method, path, body in PROTECTED:
+        answer = api.request(method, path, json=body)
+        assert_problem(answer, 401)
+        assert answer.headers["www-authenticate"].startswith("Bearer")
+
+
+@pytest.mark.parametrize("header", ["authorization", "Authorization"])
+@pytest.mark.parametrize("scheme", ["", "Bearer ", "bearer ", "BEARER "])
+def test_both_header_forms_are_accepted(api, make, header, scheme):
+    user = make.user()
+    answer = api.post("/refer/update_code", json={"day": 3}, headers={header: f"{scheme}{user.token}"})
+    assert answer.status_code == 201
+
+
+def test_a_token_signed_with_a_changed_secret_is_refused(api, make, settings):
+    user = make.user()
+    resigned = jwt.encode(claims(user.id), settings.secret_key + "-rotated", algorithm="HS256")
+    assert_problem(api.post("/refer/update_code", json={"day": 3}, headers={"authorization": resigned}), 401)
