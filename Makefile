@@ -3,10 +3,14 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed-requirements
+# ReDoc for /docs/redoc, unpacked from the npm package (no PyPI package ships it without Django).
+REDOC_VERSION := 2.5.4
+REDOC_SHA512 := M6jWhG1qoBnH6TFmzJnstyCZ87HmOY/UzDm78mHiYihEdlV/YcS9ogOo1NlElnJMeLsyxHFe2yFc4sNjHTrABQ==
+REDOC := $(VENV)/share/redoc/.installed-$(REDOC_VERSION)
 
 .PHONY: venv migrate refers-run run test lint format
 
-venv: $(INSTALLED)
+venv: $(INSTALLED) $(REDOC)
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +18,14 @@ $(BIN)/python:
 $(INSTALLED): requirements.txt | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	touch $@
+
+$(REDOC): | $(BIN)/python
+	rm -rf $(@D) && mkdir -p $(@D)/tmp
+	cd $(@D)/tmp && npm pack --silent redoc@$(REDOC_VERSION) >/dev/null
+	test "$$(openssl dgst -sha512 -binary $(@D)/tmp/redoc-$(REDOC_VERSION).tgz | base64 -w0)" = "$(REDOC_SHA512)"
+	tar -xzf $(@D)/tmp/redoc-$(REDOC_VERSION).tgz -C $(@D) --strip-components=2 \
+		package/bundles/redoc.standalone.js package/bundles/redoc.standalone.js.LICENSE.txt
+	rm -rf $(@D)/tmp && touch $@
 
 migrate: venv
 	$(BIN)/alembic upgrade head

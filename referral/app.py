@@ -15,6 +15,7 @@ from referral.cache import CodeCache
 from referral.config import Settings, load_settings, warn_if_insecure
 from referral.db.database import ReferralDatabase, create_database
 from referral.errors import ProblemErrorHandler
+from referral.openapi import configure_openapi
 from referral.ratelimit import RateLimits
 from referral.security import warm_up
 from referral.services.codes import CodeService
@@ -58,11 +59,7 @@ def create_app(*_: Any, settings: Settings | None = None) -> ReferralApp:
     if SANIC_CONFIG_FILE.is_file():
         app.update_config(SANIC_CONFIG_FILE)
         app.config.load_environment_vars("SANIC_")
-    app.ext.openapi.describe(
-        settings.service_name,
-        version="1.0.0",
-        description="Sign up, get an expiring referral code, share it, and see who registered with it.",
-    )
+    configure_openapi(app, title=settings.service_name)
     for service in (db, ctx.users, ctx.codes, ctx.referrals):
         app.ext.dependency(service)
     app.ext.add_dependency(CurrentUser, current_user)

@@ -8,12 +8,25 @@ from sanic.response import HTTPResponse
 
 from referral.db.database import ReferralDatabase
 from referral.errors import ServiceUnavailable
+from referral.openapi import Doc, documented, problem, ref, success
 
 bp = Blueprint("health")
 
 
 @bp.get("/health")
+@documented(
+    Doc(
+        summary="Health check",
+        tag="health",
+        responses={
+            200: success("The service and its database answer.", ref("Health"), {"status": "ok", "database": "ok"}),
+            503: problem(503),
+        },
+    ),
+    operation_id="health",
+)
 async def health(request: Request, db: ReferralDatabase) -> HTTPResponse:
+    """200 when the database answers a trivial query, 503 when it does not. For load balancers and probes."""
     try:
         await db.fetch_val(sa.text("SELECT 1"))
     except Exception as error:

@@ -7,6 +7,18 @@ from sanic.response import HTTPResponse
 
 from referral.api.requests import client_ip, json_body, limited_per_ip
 from referral.errors import BadCredentials, TooManyRequests, ValidationFailed
+from referral.openapi import (
+    EXAMPLE_EMAIL,
+    EXAMPLE_PASSWORD,
+    EXAMPLE_TOKEN,
+    FORM,
+    Body,
+    Doc,
+    documented,
+    problem,
+    ref,
+    success,
+)
 from referral.schemas import Credentials, LoginCredentials, validated
 from referral.security import issue_token
 from referral.services.users import UserService
@@ -14,19 +26,53 @@ from referral.services.users import UserService
 bp = Blueprint("user", url_prefix="/user")
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+CREDENTIALS_EXAMPLE = {"email": EXAMPLE_EMAIL, "password": EXAMPLE_PASSWORD}
+TOKEN_FORM_EXAMPLE = {"grant_type": "password", "username": EXAMPLE_EMAIL, "password": EXAMPLE_PASSWORD}
+OAUTH_ERROR_EXAMPLE = {"error": "invalid_grant", "error_description": "Wrong email or password."}
 
 
 @bp.post("/register")
+@documented(
+    Doc(
+        summary="Sign up",
+        tag="user",
+        body=Body("Credentials", CREDENTIALS_EXAMPLE),
+        responses={201: success("The account was created.", ref("UserId"), {"user_id": 1})},
+        errors=(400, 409, 413, 422, 429, 503),
+    ),
+    operation_id="register_user",
+)
 @limited_per_ip("register")
 async def register(request: Request, users: UserService) -> HTTPResponse:
+    """Create an account. The email is stored trimmed and lower-cased; 409 when it is taken."""
     body = validated(Credentials, json_body(request))
     user_id = await users.register(email=body.email, password=body.password)
     return json({"user_id": user_id}, status=201)
 
 
 @bp.post("/auth")
+@documented(
+    Doc(
+        summary="Sign in: get a JWT",
+        tag="user",
+        body=Body("LoginCredentials", CREDENTIALS_EXAMPLE),
+        responses={
+            200: success(
+                "A token for the Authorization header.", ref("AuthToken"), {"token": EXAMPLE_TOKEN, "user_id": 1}
+            ),
+            401: problem(401, "Wrong email or password (one answer for both).", "Wrong email or password."),
+        },
+        errors=(400, 413, 422, 429, 503),
+    ),
+    operation_id="authenticate_user",
+)
 @limited_per_ip("auth")
 async def auth(request: Request, users: UserService) -> HTTPResponse:
+    """Trade an email and password for a JWT, valid for EXP_TOKEN_DAY days.
+
+    An unknown email and a wrong password get the same answer. Repeated failures for one email are
+    rate-limited (429).
+    """
     body = validated(LoginCredentials, json_body(request))
     user_id = await users.authenticate(email=body.email, password=body.password)
     return json({"token": issue_token(user_id, users.settings), "user_id": user_id}, headers=NO_STORE)
@@ -44,8 +90,39 @@ def oauth_error(
 
 
 @bp.post("/token")
+@documented(
+    Doc(
+        summary="OAuth 2.0 token (password grant)",
+        tag="user",
+        body=Body("TokenRequest", TOKEN_FORM_EXAMPLE, content_type=FORM),
+        responses={
+            200: success(
+                "An RFC 6749 §5.1 access token.",
+                ref("OAuthToken"),
+                {"access_token": EXAMPLE_TOKEN, "token_type": "bearer", "expires_in": 86400},
+            ),
+            400: success(
+                "An RFC 6749 §5.2 error: bad form, grant type or credentials.", ref("OAuthError"), OAUTH_ERROR_EXAMPLE
+            ),
+            429: {
+                **success(
+                    "Too many attempts (`slow_down`).",
+                    ref("OAuthError"),
+                    {"error": "slow_down", "error_description": "Too many requests: slow down."},
+                ),
+                "headers": problem(429)["headers"],
+            },
+        },
+        errors=(413, 503),
+    ),
+    operation_id="issue_oauth_token",
+)
 async def token(request: Request, users: UserService) -> HTTPResponse:
-    """OAuth 2.0 resource owner password credentials grant (RFC 6749 §4.3); errors as §5.2."""
+    """OAuth 2.0 resource owner password credentials grant (RFC 6749 §4.3); errors as §5.2.
+
+    Send `grant_type=password&username=<email>&password=<password>` as a form. This is the
+    `tokenUrl` of the OAuth2 security scheme, so Swagger UI's **Authorize** button signs in here.
+    """
     try:
         await request.app.ctx.rate_limits.hit_ip(client_ip(request), "token")
     except TooManyRequests as error:

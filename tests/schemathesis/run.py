@@ -1,0 +1,166 @@
+"""Fuzz the live service from its own OpenAPI document with schemathesis, on SQLite or PostgreSQL.
+
+    .venv/bin/python -m tests.schemathesis.run --backend sqlite|postgres [--max-examples N] [--seed S]
+
+Starts `python -m referral` on a free loopback port against a fresh, migrated database (SQLite: a
+temporary file; PostgreSQL: a throwaway database on TEST_POSTGRES_URL's server, dropped after),
+registers a user and signs in so protected operations are exercised, then runs every operation with
+every default check, positive and negative inputs, a fixed seed. Exits with schemathesis's status.
+
+The server runs with BCRYPT_ROUNDS=4 (hashing at cost 12 would spend most of the run in bcrypt) and
+RATE_LIMIT=off (thousands of requests from one address would otherwise be answered 429 after the
+first 120 a minute, and the operations behind the limiter would go untested).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from tests.databases import POSTGRES_SERVER_URL, PostgresDatabase
+from tests.live import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = Path(__file__).resolve().parent / "schemathesis.toml"
+BIN = Path(sys.executable).parent
+FUZZ_EMAIL = "fuzz-user@example.com"
+FUZZ_PASSWORD = "fuzz-password-" + secrets.token_hex(4)
+
+
+@contextmanager
+def fresh_database(backend: str, workdir: Path) -> Iterator[str]:
+    if backend == "sqlite":
+        yield f"sqlite+aiosqlite:///{workdir / 'fuzz.db'}"
+        return
+    name = f"referral_fuzz_{secrets.token_hex(4)}"
+    asyncio.run(PostgresDatabase._admin(f'CREATE DATABASE "{name}"'))
+    try:
+        server = POSTGRES_SERVER_URL.rsplit("/", 1)[0]
+        yield f"{server}/{name}".replace("postgresql://", "postgresql+asyncpg://", 1)
+    finally:
+        asyncio.run(PostgresDatabase._admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@contextmanager
+def live_server(database_url: str, workdir: Path) -> Iterator[str]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "WORKERS": "1",
+        "SECRET_KEY": secrets.token_urlsafe(48),
+        "BCRYPT_ROUNDS": "4",
+        "RATE_LIMIT": "off",
+        "SANIC_NO_MOTD": "true",
+        # Run from a scratch directory, so that no `.env` of the checkout changes the settings.
+        "PYTHONPATH": os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH")))),
+    }
+    env.pop("DB_SCHEMA", None)
+    subprocess.run(  # noqa: S603 - our own alembic
+        [str(BIN / "alembic"), "upgrade", "head"], cwd=ROOT, env=env, check=True, capture_output=True
+    )
+    log_path = workdir / "server.log"
+    with log_path.open("wb") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "referral"], cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if server.poll() is not None:
+                raise RuntimeError(f"the server exited early:\n{log_path.read_text()}")
+            try:
+                if httpx.get(f"{base_url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the server did not answer within 30 s:\n{log_path.read_text()}")
+            time.sleep(0.2)
+        yield base_url
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        errors = [line for line in log_path.read_text(errors="replace").splitlines() if "Traceback" in line]
+        print(f"server log: {log_path} ({len(errors)} tracebacks)")
+
+
+def sign_up(base_url: str) -> tuple[int, str]:
+    credentials = {"email": FUZZ_EMAIL, "password": FUZZ_PASSWORD}
+    registered = httpx.post(f"{base_url}/user/register", json=credentials, timeout=10)
+    registered.raise_for_status()
+    login = httpx.post(f"{base_url}/user/auth", json=credentials, timeout=10)
+    login.raise_for_status()
+    return registered.json()["user_id"], login.json()["token"]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backend", choices=("sqlite", "postgres"), required=True)
+    parser.add_argument("--max-examples", type=int, default=int(os.environ.get("FUZZ_MAX_EXAMPLES", "150")))
+    parser.add_argument("--seed", type=int, default=int(os.environ.get("FUZZ_SEED", "20261126")))
+    parser.add_argument("--report-dir", type=Path, default=None, help="keep schemathesis's JUnit report here")
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix=f"referral-fuzz-{args.backend}-"))
+    try:
+        with fresh_database(args.backend, workdir) as database_url, live_server(database_url, workdir) as base_url:
+            user_id, token = sign_up(base_url)
+            print(f"fuzzing {base_url} on {args.backend}; signed in as user {user_id}", flush=True)
+            report_dir = args.report_dir or workdir / "report"
+            command = [
+                str(BIN / "schemathesis"),
+                "--config-file",
+                str(CONFIG),
+                "run",
+                f"{base_url}/docs/openapi.json",
+                "--mode",
+                "all",
+                "--phases",
+                "examples,coverage,fuzzing,stateful",
+                "--max-examples",
+                str(args.max_examples),
+                "--seed",
+                str(args.seed),
+                "--generation-database",
+                "none",
+                "--request-timeout",
+                "30",
+                "--report",
+                "junit",
+                "--report-dir",
+                str(report_dir),
+                "--no-color",
+            ]
+            print("$ " + " ".join(command), flush=True)
+            env = {**os.environ, "REFERRAL_FUZZ_TOKEN": token}
+            result = subprocess.run(command, cwd=workdir, env=env, check=False)  # noqa: S603
+            print(f"schemathesis on {args.backend}: exit {result.returncode}", flush=True)
+            return result.returncode
+    finally:
+        if args.report_dir is None and os.environ.get("KEEP_FUZZ_DIR") != "1":
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
