@@ -21,6 +21,7 @@ Sanic.test_mode = True
 
 TEST_SECRET = "test-secret-key-that-is-long-enough-for-hs256"
 BACKENDS = ("sqlite", "postgres")
+OTHER = {"sqlite": "postgres", "postgres": "sqlite"}
 
 
 @pytest.fixture(scope="session")
@@ -40,11 +41,11 @@ def postgres_database() -> Iterator[PostgresDatabase]:
     database.drop()
 
 
-@pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest) -> str:
-    if request.param == "sqlite" and request.node.get_closest_marker("postgres_only"):
-        pytest.skip("PostgreSQL-only test")
-    return request.param
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test that touches a database runs once per backend (or only on the one it is marked for)."""
+    if "backend" in metafunc.fixturenames:
+        backends = [name for name in BACKENDS if not metafunc.definition.get_closest_marker(f"{OTHER[name]}_only")]
+        metafunc.parametrize("backend", backends)
 
 
 @pytest.fixture

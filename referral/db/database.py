@@ -52,6 +52,7 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.CannotConnectNowError,
     asyncpg.TooManyConnectionsError,
     asyncpg.AdminShutdownError,
+    asyncpg.TransactionRollbackError,  # deadlock or serialization failure: safe to retry
     sqlite3.OperationalError,
 )
 """Failures that mean "the database cannot answer now", not "the request is wrong"."""

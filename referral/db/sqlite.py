@@ -19,8 +19,8 @@ from databases.core import DatabaseURL
 
 BUSY_TIMEOUT_MS = 5_000
 CONNECTION_PRAGMAS = (
-    "PRAGMA foreign_keys = ON",
     f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}",
+    "PRAGMA foreign_keys = ON",
     "PRAGMA synchronous = NORMAL",
 )
 
@@ -56,6 +56,18 @@ class SQLiteConnectionPool:
         finally:
             self._slots.release()
 
+    async def use_wal(self) -> None:
+        """Switch the file to WAL once, before any pooled use: readers then never block the writer.
+
+        The mode is stored in the file; switching takes an exclusive lock, so it is not done by
+        every new connection (concurrent switches fail with "database is locked").
+        """
+        connection = await self.acquire()
+        try:
+            await connection.execute("PRAGMA journal_mode = WAL")
+        finally:
+            await self.release(connection)
+
     async def close(self) -> None:
         while not self._idle.empty():
             await self._discard(self._idle.get_nowait())
@@ -64,7 +76,6 @@ class SQLiteConnectionPool:
         connection = aiosqlite.connect(self._database, isolation_level=None, **self._options)
         await connection.__aenter__()
         try:
-            await connection.execute("PRAGMA journal_mode = WAL")
             for pragma in CONNECTION_PRAGMAS:
                 await connection.execute(pragma)
         except BaseException:
@@ -100,6 +111,9 @@ class PooledSQLiteBackend(SQLiteBackend):
         pool_size = options.pop("pool_size", 8)
         super().__init__(database_url, **options)
         self._pool = SQLiteConnectionPool(self._database_url, size=pool_size, **options)
+
+    async def connect(self) -> None:
+        await self._pool.use_wal()
 
     async def disconnect(self) -> None:
         await self._pool.close()

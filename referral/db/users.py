@@ -27,8 +27,13 @@ async def user_exists(db: ReferralDatabase, user_id: int) -> bool:
 
 
 async def lock_user(db: ReferralDatabase, user_id: int) -> Record | None:
-    """The user's row, locked until the transaction ends (PostgreSQL; SQLite locks the whole file)."""
+    """The user's row, locked until the transaction ends (PostgreSQL; SQLite locks the whole file).
+
+    `FOR NO KEY UPDATE`, not `FOR UPDATE`: inserting a referral checks its foreign key to the user
+    with `FOR KEY SHARE`, which must not wait for this lock (that wait deadlocked code deletion
+    against a concurrent referral registration).
+    """
     query = user.select().where(user.c.id == user_id)
     if not db.is_sqlite:
-        query = query.with_for_update()
+        query = query.with_for_update(key_share=True)
     return await db.fetch_one(query)
