@@ -36,8 +36,11 @@ from tests.live import free_port
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = Path(__file__).resolve().parent / "schemathesis.toml"
 BIN = Path(sys.executable).parent
+# Also in schemathesis.toml, as values the fuzzer mixes in; a throwaway account of a throwaway database.
 FUZZ_EMAIL = "fuzz-user@example.com"
-FUZZ_PASSWORD = "fuzz-password-" + secrets.token_hex(4)
+FUZZ_PASSWORD = "fuzz-password-not-secret"
+# User 2's code, which the fuzzer cannot touch (it has no token of user 2): referrals register with it.
+REFERRER_CODE = "FUZZ-REFERRER"
 
 
 @contextmanager
@@ -105,13 +108,23 @@ def live_server(database_url: str, workdir: Path) -> Iterator[str]:
         print(f"server log: {log_path} ({len(errors)} tracebacks)")
 
 
-def sign_up(base_url: str) -> tuple[int, str]:
-    credentials = {"email": FUZZ_EMAIL, "password": FUZZ_PASSWORD}
-    registered = httpx.post(f"{base_url}/user/register", json=credentials, timeout=10)
-    registered.raise_for_status()
-    login = httpx.post(f"{base_url}/user/auth", json=credentials, timeout=10)
-    login.raise_for_status()
-    return registered.json()["user_id"], login.json()["token"]
+def sign_up(base_url: str, email: str, password: str, code: str | None = None) -> tuple[int, str]:
+    """Register a user, give it a code for a year, and return its id and token."""
+    credentials = {"email": email, "password": password}
+    user_id = httpx.post(f"{base_url}/user/register", json=credentials, timeout=10).raise_for_status().json()
+    token = httpx.post(f"{base_url}/user/auth", json=credentials, timeout=10).raise_for_status().json()["token"]
+    body = {"day": 365} | ({"code": code} if code else {})
+    headers = {"Authorization": f"Bearer {token}"}
+    httpx.post(f"{base_url}/refer/update_code", json=body, headers=headers, timeout=10).raise_for_status()
+    return user_id["user_id"], token
+
+
+def seed_users(base_url: str) -> str:
+    """User 1 is the fuzzer's (its token is returned), user 2 a referrer with a code the fuzzer can use."""
+    user_id, token = sign_up(base_url, FUZZ_EMAIL, FUZZ_PASSWORD)
+    assert user_id == 1, "the fuzz user must be user 1 (schemathesis.toml)"
+    sign_up(base_url, "fuzz-referrer@example.com", secrets.token_urlsafe(16), REFERRER_CODE)
+    return token
 
 
 def main() -> int:
@@ -125,8 +138,8 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix=f"referral-fuzz-{args.backend}-"))
     try:
         with fresh_database(args.backend, workdir) as database_url, live_server(database_url, workdir) as base_url:
-            user_id, token = sign_up(base_url)
-            print(f"fuzzing {base_url} on {args.backend}; signed in as user {user_id}", flush=True)
+            token = seed_users(base_url)
+            print(f"fuzzing {base_url} on {args.backend} as {FUZZ_EMAIL} (user 1)", flush=True)
             report_dir = args.report_dir or workdir / "report"
             command = [
                 str(BIN / "schemathesis"),
@@ -147,7 +160,7 @@ def main() -> int:
                 "--request-timeout",
                 "30",
                 "--report",
-                "junit",
+                os.environ.get("FUZZ_REPORTS", "junit"),
                 "--report-dir",
                 str(report_dir),
                 "--no-color",
