@@ -137,13 +137,14 @@ def redoc_js(app: Sanic) -> Path:
 
 def configure_docs_ui(app: Sanic, *, title: str) -> None:
     """Turn off sanic-ext's CDN pages and serve ours under OAS_URL_PREFIX (before the first `app.ext`)."""
+    default_ui = "redoc" if app.config.get("OAS_UI_DEFAULT") == "redoc" else "swagger"
     app.config.OAS_UI_SWAGGER = False
     app.config.OAS_UI_REDOC = False
     app.config.OAS_UI_DEFAULT = None
-    app.blueprint(docs_blueprint(app, title=title))
+    app.blueprint(docs_blueprint(app, title=title, default_ui=default_ui))
 
 
-def docs_blueprint(app: Sanic, *, title: str) -> Blueprint:
+def docs_blueprint(app: Sanic, *, title: str, default_ui: str = "swagger") -> Blueprint:
     prefix = str(app.config.get("OAS_URL_PREFIX", "/docs")).rstrip("/")
     spec_url = f"{prefix}/{str(app.config.get('OAS_URI_TO_JSON', '/openapi.json')).lstrip('/')}"
     assets_url = f"{prefix}/assets"
@@ -167,7 +168,7 @@ def docs_blueprint(app: Sanic, *, title: str) -> Blueprint:
     @bp.get("", name="index")
     @openapi.exclude()
     async def index(request: Request) -> HTTPResponse:
-        return redirect(f"{prefix}/swagger")
+        return redirect(f"{prefix}/{default_ui}")
 
     @bp.get("/swagger", name="swagger")
     @openapi.exclude()

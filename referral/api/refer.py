@@ -30,7 +30,7 @@ UPDATE_CODE = Doc(
     summary="Issue or extend your referral code",
     tag="refer",
     secured=True,
-    body=Body("CodeRequest", {"day": 30, "code": "SPRING-2027"}),
+    body=Body("CodeRequest", {"day": 30}),
     responses={
         201: success("A new code was issued.", ref("ReferralCode"), EXAMPLE_CODE_OBJECT),
         200: success(
