@@ -1,0 +1,87 @@
+"""Serving for real: `python -m referral` and `sanic referral.app:create_app --factory`, no .env."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.databases import ROOT, SQLiteTemplate
+from tests.live import free_port
+
+SANIC = Path(sys.executable).parent / "sanic"
+
+
+def wait_until_healthy(base_url: str, process: subprocess.Popen, seconds: float = 20) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"server exited with {process.returncode}")
+        try:
+            if httpx.get(f"{base_url}/health", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("server did not become healthy")
+
+
+@pytest.fixture
+def serve(sqlite_template: SQLiteTemplate, tmp_path: Path) -> Iterator:
+    processes: list[subprocess.Popen] = []
+
+    def start(command: list[str], *, port: int | None = None, **env: str) -> str:
+        port = port or free_port()
+        environment = {
+            "PATH": os.environ["PATH"],
+            "PYTHONPATH": str(ROOT),
+            "DATABASE_URL": sqlite_template.fresh_url(tmp_path),
+            "PORT": str(port),
+            "BCRYPT_ROUNDS": "4",
+            **env,
+        }
+        process = subprocess.Popen(  # noqa: S603
+            command,
+            cwd=tmp_path,
+            env=environment,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        processes.append(process)
+        base_url = f"http://127.0.0.1:{port}"
+        wait_until_healthy(base_url, process)
+        return base_url
+
+    yield start
+    for process in processes:
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:  # Sanic's main process can miss a SIGTERM sent right after start
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=5)
+
+
+def test_python_dash_m_referral_serves_with_two_workers_sharing_a_generated_secret(serve):
+    base_url = serve([sys.executable, "-m", "referral"], WORKERS="2")
+    credentials = {"email": "worker@example.com", "password": "password1"}
+    assert httpx.post(f"{base_url}/user/register", json=credentials).status_code == 201
+    token = httpx.post(f"{base_url}/user/auth", json=credentials).json()["token"]
+    for _ in range(12):  # new connections land on either worker: each must accept the other's token
+        with httpx.Client() as client:
+            answer = client.post(f"{base_url}/refer/update_code", json={"day": 2}, headers={"authorization": token})
+        assert answer.status_code in (200, 201), answer.text
+
+
+def test_sanic_cli_factory(serve):
+    port = free_port()
+    base_url = serve([str(SANIC), "referral.app:create_app", "--factory", "--port", str(port)], port=port)
+    assert httpx.get(f"{base_url}/docs/openapi.json").status_code == 200
