@@ -159,8 +159,8 @@ def _sanic_detail(exception: SanicException) -> str:
         return "No such resource."
     if status == 405:
         return "This method is not allowed here."
-    if status == 413:
-        return "The request body is too large."
+    if status == 413:  # Sanic answers 413 for an oversized request line or headers too, not only a body
+        return "The request headers are too large." if "header" in str(exception) else "The request body is too large."
     if status == 400:
         return "The request could not be parsed."
     return str(exception) or HTTPStatus(status).phrase

@@ -315,7 +315,11 @@ PROBLEMS: dict[int, tuple[str, str, str]] = {
     404: ("Nothing like this exists.", "not-found", "Not found."),
     409: ("The request conflicts with existing data.", "conflict", "The request conflicts with existing data."),
     410: ("The code has expired or was deleted.", "code-not-active", "This referral code has expired or was deleted."),
-    413: ("The body is larger than the configured limit.", "", "The request body is too large."),
+    413: (
+        "The request is too large: a body over REQUEST_MAX_SIZE, or a URL and headers over REQUEST_MAX_HEADER_SIZE.",
+        "",
+        "The request body is too large.",
+    ),
     422: ("Some fields are invalid; `errors` names each.", "validation-error", "The request has invalid fields."),
     429: ("Too many requests from this client: slow down.", "rate-limited", "Too many requests: slow down."),
     503: (

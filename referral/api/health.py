@@ -22,6 +22,7 @@ bp = Blueprint("health")
             200: success("The service and its database answer.", ref("Health"), {"status": "ok", "database": "ok"}),
             503: problem(503),
         },
+        errors=(413,),
     ),
     operation_id="health",
 )
