@@ -41,6 +41,7 @@ class Settings:
     database_url: str = f"sqlite+aiosqlite:///{DEFAULT_SQLITE_FILE}"
     db_schema: str | None = None
     db_pool_size: int = 10
+    sqlite_pool: bool = True  # SQLITE_POOL=off: the stock `databases` SQLite backend (benchmark comparison)
     bcrypt_rounds: int = 12
     code_cache_ttl: int = 60
     code_cache_size: int = 10_000
@@ -144,6 +145,7 @@ def load_settings(
         database_url=database_url_from(env),
         db_schema=env.get("DB_SCHEMA", "").strip() or None,
         db_pool_size=_int(env, "DB_POOL_SIZE", 10, minimum=1),
+        sqlite_pool=_switch(env, "SQLITE_POOL", True),
         bcrypt_rounds=_int(env, "BCRYPT_ROUNDS", 12, minimum=4),
         code_cache_ttl=_int(env, "CODE_CACHE_TTL", 60, minimum=0),
         code_cache_size=_int(env, "CODE_CACHE_SIZE", 10_000, minimum=1),

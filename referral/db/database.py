@@ -21,6 +21,20 @@ class ReferralDatabase(Database):
         "sqlite": "referral.db.sqlite:PooledSQLiteBackend",
     }
 
+    def __init__(self, url: str, *, stock_sqlite: bool = False, **options: Any) -> None:
+        self.stock_sqlite = stock_sqlite
+        super().__init__(url, **options)
+
+    def _get_backend(self) -> str:
+        """With `stock_sqlite` (SQLITE_POOL=off), the stock backend: only to measure what ours gains.
+
+        The stock one opens a connection per acquire and lacks our foreign keys, WAL and
+        `BEGIN IMMEDIATE`, so concurrent writes may answer 503: `make bench` compares reads with it.
+        """
+        if self.stock_sqlite and self.url.dialect == "sqlite":
+            return Database.SUPPORTED_BACKENDS["sqlite"]
+        return super()._get_backend()
+
     @property
     def is_sqlite(self) -> bool:
         return self.url.dialect == "sqlite"
@@ -29,6 +43,8 @@ class ReferralDatabase(Database):
 def create_database(settings: Settings) -> ReferralDatabase:
     """A not yet connected Database for `settings`; connect it in a server listener."""
     options: dict[str, Any]
+    if settings.is_sqlite and not settings.sqlite_pool:
+        return ReferralDatabase(settings.database_url, stock_sqlite=True)
     if settings.is_sqlite:
         options = {"pool_size": settings.db_pool_size}
     else:
