@@ -45,3 +45,9 @@ lint: venv
 format: venv
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+# Throughput, latency, scale and memory against a bare-Sanic ceiling (see bench/RESULTS.md):
+# `make bench` on SQLite, `make bench ARGS=--pg` on PostgreSQL, `ARGS="--users 1000000"`, `ARGS=--help`.
+.PHONY: bench
+bench: venv
+	$(BIN)/python -m bench $(ARGS)

@@ -1,0 +1,122 @@
+"""Starting and stopping the servers under test, and watching their memory."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _peak_rss_kib(pid: int) -> int:
+    """The kernel's high-water mark of the process's resident memory (VmHWM), in KiB."""
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
+class Server:
+    """A server process (`python -m <module>`) on 127.0.0.1:<free port>, its output in `log`.
+
+    `env` is the whole environment of the process (nothing is inherited beyond it).
+    """
+
+    def __init__(self, name: str, module: str, env: dict[str, str], log_dir: Path) -> None:
+        self.name = name
+        self.module = module
+        self.port = free_port()
+        self.env = {**env, "HOST": "127.0.0.1", "PORT": str(self.port)}
+        self.log = log_dir / f"{name}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.peak_rss_mib = 0.0  # largest single process (the worker serving requests)
+        self._peaks: dict[int, int] = {}
+        self._watching = False
+        self._watcher: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, *, timeout: float = 60) -> Server:
+        with open(self.log, "wb") as log:
+            self.process = subprocess.Popen(  # noqa: S603 (our own interpreter and module)
+                [sys.executable, "-m", self.module],
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.process.returncode}: see {self.log}")
+            with contextlib.suppress(OSError), urllib.request.urlopen(f"{self.url}/health", timeout=2) as answer:  # noqa: S310
+                if answer.status == 200:
+                    break
+            time.sleep(0.2)
+        else:
+            self.stop()
+            raise RuntimeError(f"{self.name} did not answer /health within {timeout:.0f} s: see {self.log}")
+        self._watching = True
+        self._watcher = threading.Thread(target=self._watch, daemon=True)
+        self._watcher.start()
+        return self
+
+    def _processes(self) -> list[psutil.Process]:
+        assert self.process is not None
+        try:
+            main = psutil.Process(self.process.pid)
+            return [main, *main.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def _sample(self) -> None:
+        for process in self._processes():
+            peak = _peak_rss_kib(process.pid)
+            self._peaks[process.pid] = max(self._peaks.get(process.pid, 0), peak)
+        if self._peaks:
+            self.peak_rss_mib = max(self._peaks.values()) / 1024
+
+    def _watch(self) -> None:
+        while self._watching:
+            self._sample()
+            time.sleep(0.5)
+
+    def stop(self) -> None:
+        self._watching = False
+        if self._watcher is not None:
+            self._watcher.join()
+        if self.process is None or self.process.poll() is not None:
+            return
+        self._sample()
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def __enter__(self) -> Server:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()

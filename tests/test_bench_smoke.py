@@ -1,0 +1,82 @@
+"""`make bench` cannot rot: the bench runs end to end with tiny sizes and one-second loads.
+
+It measures nothing here (timing belongs to `make bench`, never to unit tests): it checks that every
+table row is produced without a failed request, and that the report and chart are written. Needs
+wrk (`apt-get install wrk`); skipped without it. The PostgreSQL run follows the suite's rules:
+skipped when PostgreSQL is unreachable, a failure then under REQUIRE_POSTGRES=1.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.databases import POSTGRES_SERVER_URL, postgres_reachable
+
+ROOT = Path(__file__).resolve().parent.parent
+ENDPOINT_ROWS = (
+    "ceiling: bare Sanic",
+    "getcode (cache hot)",
+    "getcode (cache disabled)",
+    "/referals/register",
+    "/referals/list (100-row page)",
+    "/refer/update_code",
+    "/user/auth",
+)
+
+pytestmark = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (apt-get install wrk)")
+
+
+def run_bench(tmp_path: Path, *args: str) -> str:
+    out = tmp_path / "RESULTS.md"
+    command = [sys.executable, "-m", "bench", "--smoke", "--out", str(out), "--workdir", str(tmp_path / "work"), *args]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)  # noqa: S603
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    return out.read_text()
+
+
+def endpoint_rows(report: str) -> dict[str, list[str]]:
+    """The endpoint table's rows (the first table): name -> [req/s, p50, p99, errors, vs ceiling]."""
+    rows: dict[str, list[str]] = {}
+    for line in report.splitlines():
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        if len(cells) == 6 and any(cells[0].startswith(name) for name in ENDPOINT_ROWS):
+            rows.setdefault(cells[0], cells[1:])
+    return rows
+
+
+def check_report(report: str, backend: str, tmp_path: Path) -> None:
+    assert f"<!-- bench:{backend}:start -->" in report
+    rows = endpoint_rows(report)
+    for name in ENDPOINT_ROWS:
+        matching = [cells for row, cells in rows.items() if row.startswith(name)]
+        assert matching, f"no row for {name}"
+        requests_per_second, *_, errors, _ = matching[0]
+        assert float(requests_per_second.replace(",", "")) > 0, name
+        assert errors == "0", f"{name}: {errors} failed requests"
+    for section in ("### Isolation", "### Scale", "### Targets", "Peak RSS"):
+        assert section in report
+    assert (tmp_path / f"results-{backend}.png").stat().st_size > 1000
+    assert not (tmp_path / "work").exists() or not any((tmp_path / "work").iterdir()), "left files behind"
+
+
+def test_bench_on_sqlite(tmp_path: Path) -> None:
+    report = run_bench(tmp_path)
+    check_report(report, "sqlite", tmp_path)
+    assert "stock `databases` SQLite backend vs ours" in report
+
+
+def test_bench_on_postgres(tmp_path: Path) -> None:
+    problem = postgres_reachable()
+    if problem is not None:
+        if os.environ.get("REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"REQUIRE_POSTGRES=1 but {problem}")
+        pytest.skip(problem)
+    admin_url = POSTGRES_SERVER_URL.replace("postgresql://", "postgresql+asyncpg://", 1)
+    report = run_bench(tmp_path, "--pg", "--pg-admin-url", admin_url)
+    check_report(report, "pg", tmp_path)
