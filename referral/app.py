@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import logging
+import asyncio
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sanic import Sanic
+from sanic.log import LOGGING_CONFIG_DEFAULTS
 
 from referral.api import api
 from referral.api.auth import CurrentUser, current_user
-from referral.cache import CodeCache
+from referral.cache import CodeCache, InvalidationBroadcast
 from referral.config import Settings, load_settings, warn_if_insecure
 from referral.db.database import ReferralDatabase, create_database
 from referral.errors import ProblemErrorHandler
@@ -23,7 +25,14 @@ from referral.services.referrals import ReferralService
 from referral.services.users import UserService
 
 SANIC_CONFIG_FILE = Path(__file__).resolve().parent.parent / "sanic.cfg"
-log = logging.getLogger("referral")
+CACHE_LISTENER = "code-cache-invalidations"
+LOG_CONFIG = {
+    **LOGGING_CONFIG_DEFAULTS,
+    "loggers": {
+        **LOGGING_CONFIG_DEFAULTS["loggers"],
+        "referral": {"level": "INFO", "handlers": ["error_console"], "propagate": True},
+    },
+}
 
 
 @dataclass
@@ -35,6 +44,7 @@ class AppContext:
     users: UserService
     codes: CodeService
     referrals: ReferralService
+    cache_listener: asyncio.Task[None] | None = None
 
 
 ReferralApp = Sanic[Any, AppContext]
@@ -46,6 +56,8 @@ def create_app(*_: Any, settings: Settings | None = None) -> ReferralApp:
     db = create_database(settings)
     cache = CodeCache(ttl=settings.code_cache_ttl, maxsize=settings.code_cache_size)
     rate_limits = RateLimits(settings)
+    if settings.redis_url:
+        InvalidationBroadcast(settings.redis_url, cache)
     ctx = AppContext(
         settings=settings,
         db=db,
@@ -55,7 +67,7 @@ def create_app(*_: Any, settings: Settings | None = None) -> ReferralApp:
         codes=CodeService(db, cache),
         referrals=ReferralService(db, settings),
     )
-    app: ReferralApp = Sanic("referral", ctx=ctx, error_handler=ProblemErrorHandler())
+    app: ReferralApp = Sanic("referral", ctx=ctx, error_handler=ProblemErrorHandler(), log_config=LOG_CONFIG)
     if SANIC_CONFIG_FILE.is_file():
         app.update_config(SANIC_CONFIG_FILE)
         app.config.load_environment_vars("SANIC_")
@@ -73,7 +85,15 @@ async def _open_resources(app: ReferralApp) -> None:
     warn_if_insecure(app.ctx.settings)
     await app.ctx.db.connect()
     await warm_up(app.ctx.settings.bcrypt_rounds)
+    if app.ctx.cache.broadcast is not None:
+        app.ctx.cache_listener = asyncio.create_task(app.ctx.cache.broadcast.listen(), name=CACHE_LISTENER)
 
 
 async def _close_resources(app: ReferralApp) -> None:
+    if app.ctx.cache_listener is not None:
+        app.ctx.cache_listener.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await app.ctx.cache_listener
+    if app.ctx.cache.broadcast is not None:
+        await app.ctx.cache.broadcast.close()
     await app.ctx.db.disconnect()

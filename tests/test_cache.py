@@ -34,17 +34,17 @@ def test_entries_expire_after_the_ttl():
     assert cache.get("a@example.com") is None
 
 
-def test_invalidate_drops_the_entry():
+def test_drop_forgets_the_entry():
     cache = CodeCache(ttl=60)
     cache.put("a@example.com", code(), ticket=cache.fill_ticket())
-    cache.invalidate("a@example.com")
+    cache.drop("a@example.com")
     assert cache.get("a@example.com") is None
 
 
 def test_a_read_that_raced_a_write_is_not_cached():
     cache = CodeCache(ttl=60)
     ticket = cache.fill_ticket()  # a lookup starts reading the database...
-    cache.invalidate("a@example.com")  # ...a write lands meanwhile...
+    cache.drop("a@example.com")  # ...a write lands meanwhile...
     cache.put("a@example.com", code(name="STALE"), ticket=ticket)  # ...so its (old) answer is dropped
     assert cache.get("a@example.com") is None
 

@@ -68,7 +68,7 @@ class CodeService:
                     await codes.retire_code(self.db, live["id"], now=now)
                 code = await self._insert_new(user_id, custom_code, expires_at=expires_at, now=now)
                 result, created = CodeInfo(user_id, code, expires_at), True
-        self.cache.invalidate(owner["email"])
+        await self.cache.invalidate(owner["email"])
         return result, created
 
     async def _insert_new(self, user_id: int, custom_code: str | None, *, expires_at: datetime, now: datetime) -> str:
@@ -92,7 +92,7 @@ class CodeService:
             if live is None or not is_active(live["expires_at"], now=now):
                 raise NoActiveCode("You have no active referral code to delete.")
             await codes.retire_code(self.db, live["id"], now=now)
-        self.cache.invalidate(owner["email"])
+        await self.cache.invalidate(owner["email"])
         return CodeInfo(user_id, live["code"], live["expires_at"])
 
     async def find_by_email(self, email: str) -> CodeInfo:
