@@ -20,12 +20,16 @@ $(INSTALLED): requirements.txt | $(BIN)/python
 	touch $@
 
 $(REDOC): | $(BIN)/python
-	rm -rf $(@D) && mkdir -p $(@D)/tmp
-	cd $(@D)/tmp && npm pack --silent redoc@$(REDOC_VERSION) >/dev/null
-	test "$$(openssl dgst -sha512 -binary $(@D)/tmp/redoc-$(REDOC_VERSION).tgz | base64 -w0)" = "$(REDOC_SHA512)"
-	tar -xzf $(@D)/tmp/redoc-$(REDOC_VERSION).tgz -C $(@D) --strip-components=2 \
-		package/bundles/redoc.standalone.js package/bundles/redoc.standalone.js.LICENSE.txt
-	rm -rf $(@D)/tmp && touch $@
+	@if ! command -v npm >/dev/null 2>&1; then \
+		echo "note: npm not found, so /docs/redoc has no ReDoc (Swagger UI at /docs/swagger works)"; \
+	else \
+		rm -rf $(@D) && mkdir -p $(@D)/tmp && \
+		(cd $(@D)/tmp && npm pack --silent redoc@$(REDOC_VERSION) >/dev/null) && \
+		test "$$(openssl dgst -sha512 -binary $(@D)/tmp/redoc-$(REDOC_VERSION).tgz | base64 -w0)" = "$(REDOC_SHA512)" && \
+		tar -xzf $(@D)/tmp/redoc-$(REDOC_VERSION).tgz -C $(@D) --strip-components=2 \
+			package/bundles/redoc.standalone.js package/bundles/redoc.standalone.js.LICENSE.txt && \
+		rm -rf $(@D)/tmp && touch $@; \
+	fi
 
 migrate: venv
 	$(BIN)/alembic upgrade head
