@@ -8,9 +8,52 @@ from typing import Any, ClassVar
 import asyncpg
 import sqlalchemy as sa
 from databases import Database
+from databases.core import Transaction
 from sqlalchemy.dialects import postgresql, sqlite
 
 from referral.config import Settings
+
+
+class ReleasingTransaction(Transaction):
+    """`databases`' Transaction, except that a failed BEGIN, COMMIT or ROLLBACK gives the connection back.
+
+    Upstream, the connection is entered before BEGIN and left only after a successful COMMIT or
+    ROLLBACK: a request cancelled meanwhile (its client went away) or a BEGIN that times out on a
+    locked database keeps its pool slot forever, and once every slot is gone every request waits.
+    `make bench` found it: after a write-heavy row, the next rows got no answer at all.
+    """
+
+    async def start(self) -> Transaction:
+        self._transaction = self._connection._connection.transaction()
+        async with self._connection._transaction_lock:
+            is_root = not self._connection._transaction_stack
+            await self._connection.__aenter__()
+            try:
+                await self._transaction.start(is_root=is_root, extra_options=self._extra_options)
+            except BaseException:
+                self._transaction = None
+                await self._connection.__aexit__()
+                raise
+            self._connection._transaction_stack.append(self)
+        return self
+
+    async def commit(self) -> None:
+        await self._finish(commit=True)
+
+    async def rollback(self) -> None:
+        await self._finish(commit=False)
+
+    async def _finish(self, *, commit: bool) -> None:
+        async with self._connection._transaction_lock:
+            assert self._connection._transaction_stack[-1] is self
+            self._connection._transaction_stack.pop()
+            transaction = self._transaction
+            assert transaction is not None
+            try:
+                await (transaction.commit() if commit else transaction.rollback())
+            finally:
+                self._transaction = None
+                await self._connection.__aexit__()  # on SQLite, releasing rolls back what is left open
 
 
 class ReferralDatabase(Database):
@@ -34,6 +77,9 @@ class ReferralDatabase(Database):
         if self.stock_sqlite and self.url.dialect == "sqlite":
             return Database.SUPPORTED_BACKENDS["sqlite"]
         return super()._get_backend()
+
+    def transaction(self, *, force_rollback: bool = False, **kwargs: Any) -> Transaction:
+        return ReleasingTransaction(self.connection, force_rollback=force_rollback, **kwargs)
 
     @property
     def is_sqlite(self) -> bool:

@@ -4,7 +4,10 @@ The stock backend opens a new aiosqlite connection (and thread) on every acquire
 transactions with a deferred `BEGIN`, so two concurrent writers can fail with "database is locked".
 This one keeps a bounded pool of open connections, configures each once (foreign keys, WAL, busy
 timeout) and starts transactions with `BEGIN IMMEDIATE`, so writers queue for the lock instead of
-failing. Waiting happens in the connection's own thread, never on the event loop.
+failing. Within a process, write transactions also take turns on an asyncio lock before `BEGIN
+IMMEDIATE`: waiting in SQLite's busy handler means sleeping in growing steps (up to 100 ms a
+retry), which gave concurrent writes a p99 over a second (bench/RESULTS.md). Other processes
+(workers) still meet through the busy timeout. Waiting never blocks the event loop.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ class SQLiteConnectionPool:
         self._options = options
         self._idle: asyncio.LifoQueue[aiosqlite.Connection] = asyncio.LifoQueue()
         self._slots = asyncio.Semaphore(size)
+        self._write_turn = asyncio.Lock()
+        self._writer: aiosqlite.Connection | None = None
 
     async def acquire(self) -> aiosqlite.Connection:
         await self._slots.acquire()
@@ -54,7 +59,24 @@ class SQLiteConnectionPool:
         except Exception:
             await self._discard(connection)
         finally:
+            self.end_write(connection)  # a transaction left open (cancelled) gives its turn back too
             self._slots.release()
+
+    async def begin_write(self, connection: aiosqlite.Connection) -> None:
+        """Wait for this process's turn to write, then take SQLite's write lock (`BEGIN IMMEDIATE`)."""
+        await self._write_turn.acquire()
+        self._writer = connection
+        try:
+            async with connection.execute("BEGIN IMMEDIATE") as cursor:
+                await cursor.close()
+        except BaseException:
+            self.end_write(connection)
+            raise
+
+    def end_write(self, connection: aiosqlite.Connection) -> None:
+        if self._writer is connection:
+            self._writer = None
+            self._write_turn.release()
 
     async def use_wal(self) -> None:
         """Switch the file to WAL once, before any pooled use: readers then never block the writer.
@@ -91,17 +113,36 @@ class SQLiteConnectionPool:
 class ImmediateTransaction(SQLiteTransaction):
     """Takes the write lock at BEGIN, so a transaction never fails half-way on lock upgrade."""
 
+    _connection: PooledSQLiteConnection
+
     async def start(self, is_root: bool, extra_options: dict[Any, Any]) -> None:
         if not is_root:
             await super().start(is_root, extra_options)
             return
         self._is_root = True
         assert self._connection._connection is not None, "Connection is not acquired"
-        async with self._connection._connection.execute("BEGIN IMMEDIATE") as cursor:
-            await cursor.close()
+        await self._connection._pool.begin_write(self._connection._connection)
+
+    async def commit(self) -> None:
+        try:
+            await super().commit()
+        finally:
+            self._end_write()
+
+    async def rollback(self) -> None:
+        try:
+            await super().rollback()
+        finally:
+            self._end_write()
+
+    def _end_write(self) -> None:
+        if self._is_root and self._connection._connection is not None:
+            self._connection._pool.end_write(self._connection._connection)
 
 
 class PooledSQLiteConnection(SQLiteConnection):
+    _pool: SQLiteConnectionPool
+
     def transaction(self) -> ImmediateTransaction:
         return ImmediateTransaction(self)
 
