@@ -113,7 +113,10 @@ def problem_response(
     errors: Mapping[str, str] | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> HTTPResponse:
-    phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "Error"
     body: dict[str, Any] = {
         "type": f"urn:referral:problem:{problem}" if problem else "about:blank",
         "title": phrase,
