@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
+import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
@@ -71,3 +74,24 @@ class LiveClient:
                 await asyncio.gather(*(client.aclose() for client in clients))
 
         return self.run(send_all())
+
+
+def wait_until_healthy(
+    base_url: str, process: subprocess.Popen, *, seconds: float = 30, log: Path | None = None
+) -> None:
+    """Poll `/health` of a server started as `process` until it answers 200; RuntimeError otherwise."""
+
+    def failure(what: str) -> RuntimeError:
+        return RuntimeError(what + (f":\n{log.read_text()}" if log is not None else ""))
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise failure(f"the server exited early with {process.returncode}")
+        try:
+            if httpx.get(f"{base_url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise failure(f"the server did not answer within {seconds:g} s")

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,23 +13,9 @@ import httpx
 import pytest
 
 from tests.databases import ROOT, SQLiteTemplate
-from tests.live import free_port
+from tests.live import free_port, wait_until_healthy
 
 SANIC = Path(sys.executable).parent / "sanic"
-
-
-def wait_until_healthy(base_url: str, process: subprocess.Popen, seconds: float = 20) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"server exited with {process.returncode}")
-        try:
-            if httpx.get(f"{base_url}/health", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("server did not become healthy")
 
 
 @pytest.fixture
@@ -57,7 +42,7 @@ def serve(sqlite_template: SQLiteTemplate, tmp_path: Path) -> Iterator:
         )
         processes.append(process)
         base_url = f"http://127.0.0.1:{port}"
-        wait_until_healthy(base_url, process)
+        wait_until_healthy(base_url, process, seconds=20)
         return base_url
 
     yield start

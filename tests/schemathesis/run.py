@@ -23,7 +23,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,7 +30,7 @@ from pathlib import Path
 import httpx
 
 from tests.databases import POSTGRES_SERVER_URL, PostgresDatabase
-from tests.live import free_port
+from tests.live import free_port, wait_until_healthy
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = Path(__file__).resolve().parent / "schemathesis.toml"
@@ -84,18 +83,7 @@ def live_server(database_url: str, workdir: Path) -> Iterator[str]:
         )
     base_url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if server.poll() is not None:
-                raise RuntimeError(f"the server exited early:\n{log_path.read_text()}")
-            try:
-                if httpx.get(f"{base_url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the server did not answer within 30 s:\n{log_path.read_text()}")
-            time.sleep(0.2)
+        wait_until_healthy(base_url, server, seconds=30, log=log_path)
         yield base_url
     finally:
         server.send_signal(signal.SIGINT)
