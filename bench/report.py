@@ -126,8 +126,9 @@ def markdown(r: Results) -> str:
             "",
             "### Isolation: getcode alone and during a login storm",
             "",
-            f"getcode (cache hot) at a steady pace: {o.isolation_connections} connections, each pausing 2 ms between "
-            "requests (wrk's `delay()`), so latency is the server's, not a queue of our own making.",
+            f"getcode (cache hot) at a steady pace for {2 * o.seconds:g} s: {o.isolation_connections} connections, "
+            "each pausing 2 ms between requests (wrk's `delay()`), so latency is the server's, not a queue of our own "
+            "making. Logins run bcrypt in a pool of (cores - 1) threads at nice 10 (`referral/security.py`).",
             "",
             "| | req/s | p50 ms | p99 ms | errors |",
             "|---|---:|---:|---:|---:|",
