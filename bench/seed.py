@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 from tqdm import tqdm
 
-from referral.db.tables import referral, referral_code, user
+from referral.db.tables import referral, referral_code, referral_count, user
 from referral.security import _hash_sync
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,7 +48,7 @@ class SeedPlan:
 
     @property
     def rows(self) -> int:
-        return 2 * self.users + sum(self.referrals.values())
+        return 2 * self.users + sum(self.referrals.values()) + len(self.referrals)
 
 
 @dataclass(frozen=True)
@@ -75,15 +75,19 @@ class SeedRows:
                 yield (next_id, f"ref{referrer}-{j}@example.com", referrer, referrer, None, self.now)
                 next_id += 1
 
+    def referral_counts(self) -> Iterator[tuple[Any, ...]]:
+        yield from self.plan.referrals.items()
+
 
 USER_COLUMNS = ("id", "email", "password_hash", "created_at")
 CODE_COLUMNS = ("id", "user_id", "code", "expires_at", "created_at", "retired_at")
 REFERRAL_COLUMNS = ("id", "email", "code_id", "referrer_id", "user_id", "created_at")
-TABLES = (
+TABLES_WITH_IDS = (
     (user, USER_COLUMNS, "users"),
     (referral_code, CODE_COLUMNS, "codes"),
     (referral, REFERRAL_COLUMNS, "referrals"),
 )
+TABLES = (*TABLES_WITH_IDS, (referral_count, ("referrer_id", "total"), "referral_counts"))
 
 
 def shared_password_hash() -> str:
@@ -145,7 +149,7 @@ async def _seed_pg(database_url: str, plan: SeedPlan, password_hash: str, label:
                 for chunk in _chunks(getattr(rows, kind)()):
                     await connection.copy_records_to_table(table.name, records=chunk, columns=list(columns))
                     bar.update(len(chunk))
-        for table, _, _ in TABLES:
+        for table, _, _ in TABLES_WITH_IDS:
             await connection.execute(
                 f"SELECT setval(pg_get_serial_sequence('\"{table.name}\"', 'id'), "  # noqa: S608 (our table names)
                 f'(SELECT coalesce(max(id), 0) + 1 FROM "{table.name}"), false)'

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from referral.db.tables import metadata, utcnow
 from tests.databases import POSTGRES_SERVER_URL, PostgresDatabase, downgrade, migrate
 
-TABLES = {"user", "referral_code", "referral", "alembic_version"}
+TABLES = {"user", "referral_code", "referral", "referral_count", "alembic_version"}
 
 
 @pytest.fixture
@@ -96,3 +96,36 @@ def test_one_live_code_per_user_is_enforced_by_the_database(empty_database):
     migrate(url, schema)
     with pytest.raises(sa.exc.IntegrityError):
         inspect(url, schema, insert_two_live_codes)
+
+
+def seed_referrals_before_counts(connection: sa.Connection, schema: str | None) -> None:
+    if schema:
+        connection.execute(sa.text(f'SET search_path TO "{schema}"'))
+    now = {"now": utcnow()}
+    connection.execute(
+        sa.text("INSERT INTO \"user\" (email, password_hash, created_at) VALUES ('a@example.com', 'x', :now)"), now
+    )
+    connection.execute(
+        sa.text("INSERT INTO referral_code (user_id, code, expires_at, created_at) VALUES (1, 'CODE', :now, :now)"),
+        now,
+    )
+    for number in range(3):
+        connection.execute(
+            sa.text("INSERT INTO referral (email, code_id, referrer_id, created_at) VALUES (:email, 1, 1, :now)"),
+            {"email": f"r{number}@example.com", **now},
+        )
+    connection.commit()
+
+
+def referral_totals(connection: sa.Connection, schema: str | None) -> list[tuple[int, int]]:
+    if schema:
+        connection.execute(sa.text(f'SET search_path TO "{schema}"'))
+    return [tuple(row) for row in connection.execute(sa.text("SELECT referrer_id, total FROM referral_count"))]
+
+
+def test_referral_totals_are_backfilled_from_existing_referrals(empty_database):
+    url, schema = empty_database
+    migrate(url, schema, revision="0001")
+    inspect(url, schema, seed_referrals_before_counts)
+    migrate(url, schema)
+    assert inspect(url, schema, referral_totals) == [(1, 3)]

@@ -109,3 +109,17 @@ def test_delete_racing_referral_registrations(api, make):
     assert count(api, sa.select(sa.func.count()).select_from(referral)) == created
     late = api.post("/referals/register", json={"email": random_email(), "code": code["code"]})
     assert late.status_code == 410
+
+
+def test_concurrent_referrals_keep_the_total_exact(api, make):
+    owner = make.user()
+    code = make.code(owner)
+    answers = api.gather(
+        [
+            lambda client: client.post("/referals/register", json={"email": random_email(), "code": code["code"]})
+            for _ in range(CONCURRENCY)
+        ]
+    )
+    assert all(answer.status_code == 201 for answer in answers)
+    listed = api.get("/referals/list", params={"user_id": owner.id, "limit": 1}, headers=owner.auth)
+    assert listed.headers["x-total-count"] == str(CONCURRENCY)

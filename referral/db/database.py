@@ -101,10 +101,14 @@ def create_database(settings: Settings) -> ReferralDatabase:
     return ReferralDatabase(settings.database_url, **options)
 
 
+def dialect_insert(db: ReferralDatabase) -> Any:
+    """The INSERT construct of the database's dialect: it knows `ON CONFLICT`."""
+    return sqlite.insert if db.is_sqlite else postgresql.insert
+
+
 def insert_ignoring_conflict(db: ReferralDatabase, table: sa.Table, *, unique: str) -> Any:
     """`INSERT ... ON CONFLICT (unique) DO NOTHING`: a duplicate gives no row instead of an error."""
-    dialect_insert = sqlite.insert if db.is_sqlite else postgresql.insert
-    return dialect_insert(table).on_conflict_do_nothing(index_elements=[unique])
+    return dialect_insert(db)(table).on_conflict_do_nothing(index_elements=[unique])
 
 
 UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (

@@ -7,8 +7,8 @@ from datetime import datetime
 import sqlalchemy as sa
 from databases.interfaces import Record
 
-from referral.db.database import ReferralDatabase, insert_ignoring_conflict
-from referral.db.tables import referral, referral_code
+from referral.db.database import ReferralDatabase, dialect_insert, insert_ignoring_conflict
+from referral.db.tables import referral, referral_code, referral_count
 
 
 async def insert_referral(
@@ -48,6 +48,16 @@ async def list_referrals(db: ReferralDatabase, *, referrer_id: int, limit: int, 
     return await db.fetch_all(query)
 
 
+async def count_one_more(db: ReferralDatabase, *, referrer_id: int) -> None:
+    """Add one to the referrer's total (run in the transaction that inserts the referral)."""
+    query = (
+        dialect_insert(db)(referral_count)
+        .values(referrer_id=referrer_id, total=1)
+        .on_conflict_do_update(index_elements=["referrer_id"], set_={"total": referral_count.c.total + 1})
+    )
+    await db.execute(query)
+
+
 async def count_referrals(db: ReferralDatabase, *, referrer_id: int) -> int:
-    query = sa.select(sa.func.count()).select_from(referral).where(referral.c.referrer_id == referrer_id)
-    return await db.fetch_val(query)
+    query = sa.select(referral_count.c.total).where(referral_count.c.referrer_id == referrer_id)
+    return await db.fetch_val(query) or 0

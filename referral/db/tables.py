@@ -84,5 +84,15 @@ referral = sa.Table(
 )
 
 
+# How many referrals each referrer has, kept in the transaction that registers one, so that
+# `/referals/list` answers X-Total-Count with one row read instead of counting a growing list.
+referral_count = sa.Table(
+    "referral_count",
+    metadata,
+    sa.Column("referrer_id", sa.Integer, sa.ForeignKey("user.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("total", sa.Integer, nullable=False),
+)
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)

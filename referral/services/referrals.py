@@ -73,6 +73,7 @@ class ReferralService:
             )
             if referral_id is None:
                 raise AlreadyReferred()
+            await referrals.count_one_more(self.db, referrer_id=used["user_id"])
         return ReferralInfo(referral_id, email, CodeInfo(used["user_id"], used["code"], used["expires_at"]))
 
     async def list_for(self, referrer_id: int, *, limit: int, offset: int) -> ReferralPage:
