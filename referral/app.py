@@ -12,7 +12,6 @@ from sanic import Sanic
 from sanic.log import LOGGING_CONFIG_DEFAULTS
 
 from referral.api import api
-from referral.api.auth import CurrentUser, current_user
 from referral.cache import CodeCache, InvalidationBroadcast
 from referral.config import Settings, load_settings, warn_if_insecure
 from referral.db.database import ReferralDatabase, create_database
@@ -37,6 +36,8 @@ LOG_CONFIG = {
 
 @dataclass
 class AppContext:
+    """`app.ctx`: the long-lived objects; handlers reach them as `services(request).codes` etc."""
+
     settings: Settings
     db: ReferralDatabase
     cache: CodeCache
@@ -71,10 +72,7 @@ def create_app(*_: Any, settings: Settings | None = None) -> ReferralApp:
     if SANIC_CONFIG_FILE.is_file():
         app.update_config(SANIC_CONFIG_FILE)
         app.config.load_environment_vars("SANIC_")
-    configure_openapi(app, title=settings.service_name)
-    for service in (db, ctx.users, ctx.codes, ctx.referrals):
-        app.ext.dependency(service)
-    app.ext.add_dependency(CurrentUser, current_user)
+    configure_openapi(app, title=settings.service_name)  # also the only sanic-ext extensions we load
     app.blueprint(api)
     app.before_server_start(_open_resources)
     app.after_server_stop(_close_resources)

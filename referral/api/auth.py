@@ -24,7 +24,10 @@ def token_from_header(value: str | None) -> str | None:
 
 
 async def current_user(request: Request) -> CurrentUser:
-    """Injected into handlers that declare `user: CurrentUser`; 401 unless the token is valid."""
+    """The user of the request's token, for a handler's first line: `user = await current_user(request)`.
+
+    401 unless the token is valid and its user still exists.
+    """
     token = token_from_header(request.headers.get("authorization"))
     if token is None:
         raise Unauthorized()

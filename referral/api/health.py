@@ -6,7 +6,7 @@ import sqlalchemy as sa
 from sanic import Blueprint, Request, json
 from sanic.response import HTTPResponse
 
-from referral.db.database import ReferralDatabase
+from referral.api.requests import services
 from referral.errors import ServiceUnavailable
 from referral.openapi import Doc, documented, problem, ref, success
 
@@ -26,10 +26,10 @@ bp = Blueprint("health")
     ),
     operation_id="health",
 )
-async def health(request: Request, db: ReferralDatabase) -> HTTPResponse:
+async def health(request: Request) -> HTTPResponse:
     """200 when the database answers a trivial query, 503 when it does not. For load balancers and probes."""
     try:
-        await db.fetch_val(sa.text("SELECT 1"))
+        await services(request).db.fetch_val(sa.text("SELECT 1"))
     except Exception as error:
         raise ServiceUnavailable() from error
     return json({"status": "ok", "database": "ok"})

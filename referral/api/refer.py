@@ -6,8 +6,8 @@ from sanic import Blueprint, Request, json
 from sanic.response import HTTPResponse
 from sanic_ext.extensions.openapi.types import Email
 
-from referral.api.auth import CurrentUser
-from referral.api.requests import json_body, limited_per_ip, query_or_body
+from referral.api.auth import current_user
+from referral.api.requests import json_body, limited_per_ip, query_or_body, services
 from referral.api.shapes import code_json
 from referral.openapi import (
     EMAIL_PATTERN,
@@ -21,7 +21,6 @@ from referral.openapi import (
     success,
 )
 from referral.schemas import EMAIL_MAX, CodeRequest, EmailLookup, validated
-from referral.services.codes import CodeService
 
 bp = Blueprint("refer", url_prefix="/refer")
 
@@ -54,14 +53,15 @@ GETCODE_ERRORS = (404, 413, 422, 429, 503)
 @documented(UPDATE_CODE, operation_id="update_code_put")
 @bp.post("/update_code")
 @documented(UPDATE_CODE, operation_id="update_code")
-async def update_code(request: Request, user: CurrentUser, codes: CodeService) -> HTTPResponse:
+async def update_code(request: Request) -> HTTPResponse:
     """Give your code `day` more days from now: 200 when you had an active code, 201 when a new one was issued.
 
     With `code`, that string becomes your code (409 when anyone ever used it); without it the active
     code keeps its string, or a short unguessable one is generated. POST and PUT do the same.
     """
+    user = await current_user(request)
     body = validated(CodeRequest, json_body(request))
-    code, created = await codes.issue_or_edit(user.id, days=body.day, custom_code=body.code)
+    code, created = await services(request).codes.issue_or_edit(user.id, days=body.day, custom_code=body.code)
     return json(code_json(code), status=201 if created else 200)
 
 
@@ -69,13 +69,14 @@ async def update_code(request: Request, user: CurrentUser, codes: CodeService) -
 @documented(DELETE_CODE, operation_id="delete_code_post")
 @bp.delete("/delete")
 @documented(DELETE_CODE, operation_id="delete_code")
-async def delete(request: Request, user: CurrentUser, codes: CodeService) -> HTTPResponse:
+async def delete(request: Request) -> HTTPResponse:
     """Delete your active code; 404 when you have none.
 
     Referrals registered with it keep showing it, and the string is never issued again. DELETE and
     POST do the same.
     """
-    return json(code_json(await codes.delete(user.id)))
+    user = await current_user(request)
+    return json(code_json(await services(request).codes.delete(user.id)))
 
 
 @bp.post("/getcode", name="getcode_post")
@@ -108,10 +109,10 @@ async def delete(request: Request, user: CurrentUser, codes: CodeService) -> HTT
     operation_id="getcode",
 )
 @limited_per_ip("getcode")
-async def getcode(request: Request, codes: CodeService) -> HTTPResponse:
+async def getcode(request: Request) -> HTTPResponse:
     """The active referral code of the user with this email; 404 when there is no such user or no active code.
 
     No authentication: a referrer shares their email, a newcomer looks the code up.
     """
     lookup = validated(EmailLookup, query_or_body(request, ("email",)))
-    return json(code_json(await codes.find_by_email(lookup.email)))
+    return json(code_json(await services(request).codes.find_by_email(lookup.email)))

@@ -6,8 +6,8 @@ from sanic import Blueprint, Request, json
 from sanic.response import HTTPResponse
 from sanic_ext.extensions.openapi.types import Integer
 
-from referral.api.auth import CurrentUser
-from referral.api.requests import json_body, limited_per_ip, query_or_body
+from referral.api.auth import current_user
+from referral.api.requests import json_body, limited_per_ip, query_or_body, services
 from referral.api.shapes import listed_referral_json, registered_referral_json
 from referral.errors import Forbidden
 from referral.openapi import (
@@ -25,7 +25,6 @@ from referral.openapi import (
     success,
 )
 from referral.schemas import LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, ReferralListQuery, ReferralRegistration, validated
-from referral.services.referrals import ReferralService
 
 bp = Blueprint("referals", url_prefix="/referals")
 
@@ -79,14 +78,14 @@ LIST_ERRORS = (401, 413, 422, 503)
     operation_id="register_referral",
 )
 @limited_per_ip("referals/register")
-async def register(request: Request, referrals: ReferralService) -> HTTPResponse:
+async def register(request: Request) -> HTTPResponse:
     """Register an email as a referral of the code's owner. With `password` it also becomes a user who can sign in.
 
     The code must be active: 404 for a code never issued, 410 for an expired or deleted one.
     `exp_date` is the expiry of the code used.
     """
     body = validated(ReferralRegistration, json_body(request))
-    referral = await referrals.register(email=body.email, code=body.code, password=body.password)
+    referral = await services(request).referrals.register(email=body.email, code=body.code, password=body.password)
     return json(registered_referral_json(referral), status=201)
 
 
@@ -127,15 +126,16 @@ async def register(request: Request, referrals: ReferralService) -> HTTPResponse
     ),
     operation_id="list_referrals",
 )
-async def list_referrals(request: Request, user: CurrentUser, referrals: ReferralService) -> HTTPResponse:
+async def list_referrals(request: Request) -> HTTPResponse:
     """The referrals registered with any of your codes, oldest first, with `X-Total-Count`.
 
     `user_id` must be your own (403 otherwise); page with `limit` (1 to 1000) and `offset`.
     """
+    user = await current_user(request)
     query = validated(ReferralListQuery, query_or_body(request, ("user_id", "limit", "offset")))
     if query.user_id != user.id:
         raise Forbidden("You may only list your own referrals.")
-    page = await referrals.list_for(user.id, limit=query.limit, offset=query.offset)
+    page = await services(request).referrals.list_for(user.id, limit=query.limit, offset=query.offset)
     return json(
         [listed_referral_json(item) for item in page.items],
         headers={"X-Total-Count": str(page.total)},

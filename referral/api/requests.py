@@ -1,18 +1,26 @@
-"""Reading requests: JSON bodies, query parameters, the client's address, per-IP rate limits."""
+"""Reading requests: the app's services, JSON bodies, query parameters, the client's address, per-IP rate limits."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
 from functools import wraps
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sanic import Request
 from sanic.response import HTTPResponse
 
 from referral.errors import MalformedRequest
 
+if TYPE_CHECKING:
+    from referral.app import AppContext
+
 Handler = Callable[..., Awaitable[HTTPResponse]]
+
+
+def services(request: Request) -> AppContext:
+    """The app's long-lived objects (`referral.app.AppContext`): `services(request).codes`."""
+    return request.app.ctx
 
 
 def json_body(request: Request) -> Any:
@@ -51,7 +59,9 @@ def limited_per_ip(scope: str) -> Callable[[Handler], Handler]:
     def decorate(handler: Handler) -> Handler:
         @wraps(handler)
         async def limited(request: Request, *args: Any, **kwargs: Any) -> HTTPResponse:
-            await request.app.ctx.rate_limits.hit_ip(client_ip(request), scope)
+            rate_limits = services(request).rate_limits
+            if rate_limits.enabled:  # RATE_LIMIT=off: not even the client's address is worked out
+                await rate_limits.hit_ip(client_ip(request), scope)
             return await handler(request, *args, **kwargs)
 
         return limited

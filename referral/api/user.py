@@ -5,7 +5,7 @@ from __future__ import annotations
 from sanic import Blueprint, Request, json
 from sanic.response import HTTPResponse
 
-from referral.api.requests import client_ip, json_body, limited_per_ip
+from referral.api.requests import client_ip, json_body, limited_per_ip, services
 from referral.errors import BadCredentials, TooManyRequests, ValidationFailed
 from referral.openapi import (
     EXAMPLE_EMAIL,
@@ -21,7 +21,6 @@ from referral.openapi import (
 )
 from referral.schemas import Credentials, LoginCredentials, validated
 from referral.security import issue_token
-from referral.services.users import UserService
 
 bp = Blueprint("user", url_prefix="/user")
 
@@ -43,10 +42,10 @@ OAUTH_ERROR_EXAMPLE = {"error": "invalid_grant", "error_description": "Wrong ema
     operation_id="register_user",
 )
 @limited_per_ip("register")
-async def register(request: Request, users: UserService) -> HTTPResponse:
+async def register(request: Request) -> HTTPResponse:
     """Create an account. The email is stored trimmed and lower-cased; 409 when it is taken."""
     body = validated(Credentials, json_body(request))
-    user_id = await users.register(email=body.email, password=body.password)
+    user_id = await services(request).users.register(email=body.email, password=body.password)
     return json({"user_id": user_id}, status=201)
 
 
@@ -67,12 +66,13 @@ async def register(request: Request, users: UserService) -> HTTPResponse:
     operation_id="authenticate_user",
 )
 @limited_per_ip("auth")
-async def auth(request: Request, users: UserService) -> HTTPResponse:
+async def auth(request: Request) -> HTTPResponse:
     """Trade an email and password for a JWT, valid for EXP_TOKEN_DAY days.
 
     An unknown email and a wrong password get the same answer. Repeated failures for one email are
     rate-limited (429).
     """
+    users = services(request).users
     body = validated(LoginCredentials, json_body(request))
     user_id = await users.authenticate(email=body.email, password=body.password)
     return json({"token": issue_token(user_id, users.settings), "user_id": user_id}, headers=NO_STORE)
@@ -117,14 +117,15 @@ def oauth_error(
     ),
     operation_id="issue_oauth_token",
 )
-async def token(request: Request, users: UserService) -> HTTPResponse:
+async def token(request: Request) -> HTTPResponse:
     """OAuth 2.0 resource owner password credentials grant (RFC 6749 §4.3); errors as §5.2.
 
     Send `grant_type=password&username=<email>&password=<password>` as a form. This is the
     `tokenUrl` of the OAuth2 security scheme, so Swagger UI's **Authorize** button signs in here.
     """
+    users = services(request).users
     try:
-        await request.app.ctx.rate_limits.hit_ip(client_ip(request), "token")
+        await services(request).rate_limits.hit_ip(client_ip(request), "token")
     except TooManyRequests as error:
         return oauth_error("slow_down", str(error), status=429, headers=error.headers)
     if request.content_type.split(";")[0].strip().lower() != "application/x-www-form-urlencoded":
