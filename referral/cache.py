@@ -32,8 +32,11 @@ class CodeCache:
     def get(self, email: str) -> CodeInfo | None:
         if not self.enabled:
             return None
-        entry = self._entries.get(email)
-        if entry is not None and entry.expires_at <= utcnow():
+        try:
+            entry = self._entries[email]  # one lookup: TTLCache.get() checks membership first, then looks up
+        except KeyError:
+            return None
+        if entry.expires_at <= utcnow():
             self._entries.pop(email, None)
             return None
         return entry
