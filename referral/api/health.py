@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
-from sanic import Blueprint, Request, json
+from sanic import Blueprint, Request
 from sanic.response import HTTPResponse
 
 from referral.api.requests import services
+from referral.api.shapes import json_response
 from referral.errors import ServiceUnavailable
 from referral.openapi import Doc, documented, problem, ref, success
 
@@ -32,4 +33,4 @@ async def health(request: Request) -> HTTPResponse:
         await services(request).db.fetch_val(sa.text("SELECT 1"))
     except Exception as error:
         raise ServiceUnavailable() from error
-    return json({"status": "ok", "database": "ok"})
+    return json_response({"status": "ok", "database": "ok"})

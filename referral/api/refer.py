@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from sanic import Blueprint, Request, json
+from sanic import Blueprint, Request
 from sanic.response import HTTPResponse
 from sanic_ext.extensions.openapi.types import Email
 
 from referral.api.auth import current_user
 from referral.api.requests import json_body, limited_per_ip, query_or_body, services
-from referral.api.shapes import code_json
+from referral.api.shapes import code_json, json_response
 from referral.openapi import (
     EMAIL_PATTERN,
     EXAMPLE_CODE_OBJECT,
@@ -62,7 +62,7 @@ async def update_code(request: Request) -> HTTPResponse:
     user = await current_user(request)
     body = validated(CodeRequest, json_body(request))
     code, created = await services(request).codes.issue_or_edit(user.id, days=body.day, custom_code=body.code)
-    return json(code_json(code), status=201 if created else 200)
+    return json_response(code_json(code), status=201 if created else 200)
 
 
 @bp.post("/delete", name="delete_post")
@@ -76,7 +76,7 @@ async def delete(request: Request) -> HTTPResponse:
     POST do the same.
     """
     user = await current_user(request)
-    return json(code_json(await services(request).codes.delete(user.id)))
+    return json_response(code_json(await services(request).codes.delete(user.id)))
 
 
 @bp.post("/getcode", name="getcode_post")
@@ -115,4 +115,4 @@ async def getcode(request: Request) -> HTTPResponse:
     No authentication: a referrer shares their email, a newcomer looks the code up.
     """
     lookup = validated(EmailLookup, query_or_body(request, ("email",)))
-    return json(code_json(await services(request).codes.find_by_email(lookup.email)))
+    return json_response(code_json(await services(request).codes.find_by_email(lookup.email)))

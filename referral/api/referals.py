@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from sanic import Blueprint, Request, json
+from sanic import Blueprint, Request
 from sanic.response import HTTPResponse
 from sanic_ext.extensions.openapi.types import Integer
 
 from referral.api.auth import current_user
 from referral.api.requests import json_body, limited_per_ip, query_or_body, services
-from referral.api.shapes import listed_referral_json, registered_referral_json
+from referral.api.shapes import json_response, listed_referral_json, registered_referral_json
 from referral.errors import Forbidden
 from referral.openapi import (
     EXAMPLE_CODE,
@@ -86,7 +86,7 @@ async def register(request: Request) -> HTTPResponse:
     """
     body = validated(ReferralRegistration, json_body(request))
     referral = await services(request).referrals.register(email=body.email, code=body.code, password=body.password)
-    return json(registered_referral_json(referral), status=201)
+    return json_response(registered_referral_json(referral), status=201)
 
 
 @bp.post("/list", name="list_referrals_post")
@@ -136,7 +136,7 @@ async def list_referrals(request: Request) -> HTTPResponse:
     if query.user_id != user.id:
         raise Forbidden("You may only list your own referrals.")
     page = await services(request).referrals.list_for(user.id, limit=query.limit, offset=query.offset)
-    return json(
+    return json_response(
         [listed_referral_json(item) for item in page.items],
         headers={"X-Total-Count": str(page.total)},
     )

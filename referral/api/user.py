@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from sanic import Blueprint, Request, json
+from sanic import Blueprint, Request
 from sanic.response import HTTPResponse
 
 from referral.api.requests import client_ip, json_body, limited_per_ip, services
+from referral.api.shapes import json_response
 from referral.errors import BadCredentials, TooManyRequests, ValidationFailed
 from referral.openapi import (
     EXAMPLE_EMAIL,
@@ -46,7 +47,7 @@ async def register(request: Request) -> HTTPResponse:
     """Create an account. The email is stored trimmed and lower-cased; 409 when it is taken."""
     body = validated(Credentials, json_body(request))
     user_id = await services(request).users.register(email=body.email, password=body.password)
-    return json({"user_id": user_id}, status=201)
+    return json_response({"user_id": user_id}, status=201)
 
 
 @bp.post("/auth")
@@ -75,14 +76,14 @@ async def auth(request: Request) -> HTTPResponse:
     users = services(request).users
     body = validated(LoginCredentials, json_body(request))
     user_id = await users.authenticate(email=body.email, password=body.password)
-    return json({"token": issue_token(user_id, users.settings), "user_id": user_id}, headers=NO_STORE)
+    return json_response({"token": issue_token(user_id, users.settings), "user_id": user_id}, headers=NO_STORE)
 
 
 def oauth_error(
     error: str, description: str, *, status: int = 400, headers: dict[str, str] | None = None
 ) -> HTTPResponse:
     """An error of the token endpoint, shaped as RFC 6749 §5.2 says."""
-    return json(
+    return json_response(
         {"error": error, "error_description": description},
         status=status,
         headers={**NO_STORE, **(headers or {})},
@@ -148,7 +149,7 @@ async def token(request: Request) -> HTTPResponse:
         return oauth_error("invalid_grant", "Wrong email or password.")
     except TooManyRequests as error:
         return oauth_error("slow_down", str(error), status=429, headers=error.headers)
-    return json(
+    return json_response(
         {
             "access_token": issue_token(user_id, users.settings),
             "token_type": "bearer",
