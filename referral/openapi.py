@@ -26,7 +26,17 @@ from sanic_ext.extensions.openapi.builders import OperationStore, SpecificationB
 from sanic_ext.extensions.openapi.extension import OpenAPIExtension
 from sanic_ext.extensions.openapi.types import Schema
 
-from referral.errors import PROBLEM_CONTENT_TYPE
+from referral.errors import (
+    PROBLEM_CONTENT_TYPE,
+    Conflict,
+    Forbidden,
+    MalformedRequest,
+    NotFound,
+    ServiceUnavailable,
+    TooManyRequests,
+    Unauthorized,
+    ValidationFailed,
+)
 from referral.schemas import (
     CODE_PATTERN,
     DAY_MAX,
@@ -37,6 +47,7 @@ from referral.schemas import (
     PASSWORD_MAX,
     PASSWORD_MIN,
 )
+from referral.services.referrals import CodeNotActive
 
 Handler = Callable[..., Awaitable[Any]]
 
@@ -307,28 +318,28 @@ SCHEMAS: dict[str, dict[str, Any]] = {
 _RETRY_AFTER = {"description": "Seconds to wait before trying again.", "schema": {"type": "integer", "minimum": 1}}
 
 PROBLEMS: dict[int, tuple[str, str, str]] = {
-    # status: (description, problem slug, example detail)
-    400: ("The body is not valid JSON.", "malformed-request", "The request body is not valid JSON."),
-    401: (
-        "No token, or an invalid, expired or orphaned one.",
-        "unauthorized",
-        "Authentication is required: send a valid token in the Authorization header.",
+    # status: (description, problem slug, example detail); slugs and details come from the errors raised
+    400: ("The body is not valid JSON.", MalformedRequest.problem, MalformedRequest.message),
+    401: ("No token, or an invalid, expired or orphaned one.", Unauthorized.problem, Unauthorized.message),
+    403: (
+        "The token is valid but the data is someone else's.",
+        Forbidden.problem,
+        "You may only list your own referrals.",
     ),
-    403: ("The token is valid but the data is someone else's.", "forbidden", "You may only list your own referrals."),
-    404: ("Nothing like this exists.", "not-found", "Not found."),
-    409: ("The request conflicts with existing data.", "conflict", "The request conflicts with existing data."),
-    410: ("The code has expired or was deleted.", "code-not-active", "This referral code has expired or was deleted."),
+    404: ("Nothing like this exists.", NotFound.problem, NotFound.message),
+    409: ("The request conflicts with existing data.", Conflict.problem, Conflict.message),
+    410: ("The code has expired or was deleted.", CodeNotActive.problem, CodeNotActive.message),
     413: (
         "The request is too large: a body over REQUEST_MAX_SIZE, or a URL and headers over REQUEST_MAX_HEADER_SIZE.",
         "",
         "The request body is too large.",
     ),
-    422: ("Some fields are invalid; `errors` names each.", "validation-error", "The request has invalid fields."),
-    429: ("Too many requests from this client: slow down.", "rate-limited", "Too many requests: slow down."),
+    422: ("Some fields are invalid; `errors` names each.", ValidationFailed.problem, ValidationFailed.message),
+    429: ("Too many requests from this client: slow down.", TooManyRequests.problem, TooManyRequests.message),
     503: (
         "The database is unavailable; the service recovers by itself.",
-        "unavailable",
-        "The database is unavailable; try again shortly.",
+        ServiceUnavailable.problem,
+        ServiceUnavailable.message,
     ),
 }
 _PROBLEM_HEADERS: dict[int, dict[str, Any]] = {
