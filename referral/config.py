@@ -1,8 +1,8 @@
-"""Service settings, read from the environment and an optional `.env` file.
+"""Service settings, declared once in `Settings`: environment variable, type, default, bounds, meaning.
 
-Precedence, lowest first: built-in defaults < `.env` < real environment variables < values passed
-to `load_settings(overrides=...)` (tests). Sanic's own knobs (body limit, timeouts) live in
-`sanic.cfg`, loaded by the app factory.
+Precedence, lowest first: the declared defaults < `.env` < real environment variables < values passed
+to `load_settings(**overrides)`. Empty values count as unset. Sanic's own knobs (body limit, timeouts)
+live in `sanic.cfg`, loaded by the app factory.
 """
 
 from __future__ import annotations
@@ -12,43 +12,94 @@ import os
 import re
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from dotenv import dotenv_values
+from annotated_types import Ge, Le
+from limits import parse as parse_rate_limit
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_core import ErrorDetails
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 log = logging.getLogger("referral.config")
 
+GENERATED_KEY_VARIABLE = "REFERRAL_GENERATED_SECRET_KEY"
 DEFAULT_SQLITE_FILE = "referral.db"
+DEFAULT_POSTGRES_DATABASE = "referral"
 SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+DRIVERS = {"postgres": "postgresql+asyncpg", "postgresql": "postgresql+asyncpg", "sqlite": "sqlite+aiosqlite"}
 
 
 class ConfigError(ValueError):
-    """A configuration value that cannot be used."""
+    """A configuration value that cannot be used; the message is one line naming the variable."""
 
 
-@dataclass(frozen=True, slots=True)
-class Settings:
-    service_name: str = "referral"
-    host: str = "127.0.0.1"
-    port: int = 8000
-    workers: int = 1
-    secret_key: str = ""
-    secret_key_is_random: bool = False
-    exp_token_day: int = 1
-    database_url: str = f"sqlite+aiosqlite:///{DEFAULT_SQLITE_FILE}"
-    db_schema: str | None = None
-    db_pool_size: int = 10
-    sqlite_pool: bool = True  # SQLITE_POOL=off: the stock `databases` SQLite backend (benchmark comparison)
-    bcrypt_rounds: int = 12
-    code_cache_ttl: int = 60
-    code_cache_size: int = 10_000
-    rate_limit: bool = True
-    rate_limit_login: str = "10/15minutes"
-    rate_limit_ip: str = "120/minute"
-    redis_url: str | None = None
+class Settings(BaseSettings):
+    """Every setting once; each field is read from the environment variable of its upper-cased name."""
+
+    model_config = SettingsConfigDict(
+        frozen=True,
+        extra="ignore",
+        env_file=".env",
+        env_ignore_empty=True,
+        validate_default=True,
+    )
+
+    service_name: str = Field("referral", description="service name: logs, OpenAPI title, JWT `iss`")
+    host: str = Field("127.0.0.1", description="bind address of `python -m referral`")
+    port: int = Field(8000, ge=0, le=65535, description="bind port of `python -m referral`")
+    workers: int = Field(1, ge=1, description="worker processes of `python -m referral`")
+    secret_key: str = Field(
+        "",
+        repr=False,
+        description="HMAC key of the JWTs (32+ random bytes); changing it logs every user out; "
+        "unset: random per start, with a warning",
+    )
+    exp_token_day: int = Field(1, ge=1, description="token lifetime in days")
+    db_host: str = Field("", description="PostgreSQL server; unset: SQLite")
+    db_port: int = Field(5432, ge=1, le=65535, description="PostgreSQL port")
+    db_user: str = Field("", description="PostgreSQL user")
+    db_passw: str = Field("", repr=False, description="PostgreSQL password")
+    db_name: str = Field(
+        "",
+        description=f"PostgreSQL database (unset: {DEFAULT_POSTGRES_DATABASE}), "
+        f"or the SQLite file without DB_HOST (unset: {DEFAULT_SQLITE_FILE})",
+    )
+    db_schema: str | None = Field(
+        None,
+        description="PostgreSQL schema holding every table and Alembic's version table, created if missing; "
+        "unset: public",
+    )
+    database_url: str = Field(
+        "",
+        repr=False,
+        description="overrides all DB_*: postgresql://… or sqlite:///…; unset: built from DB_*",
+    )
+    db_pool_size: int = Field(10, ge=1, description="connections per worker (PostgreSQL pool maximum; SQLite)")
+    sqlite_pool: bool = Field(
+        True,
+        description="benchmark switch, not a production setting: off swaps in the stock `databases` "
+        "SQLite backend (a connection per query) to measure what the pool gains",
+    )
+    bcrypt_rounds: int = Field(12, ge=4, le=31, description="bcrypt cost; each +1 doubles the time of a login")
+    code_cache_ttl: int = Field(60, ge=0, description="seconds a code looked up by email may stay cached (0: no cache)")
+    code_cache_size: int = Field(10_000, ge=1, description="codes kept in each worker's cache")
+    rate_limit: bool = Field(True, description="on/off: every rate limit")
+    rate_limit_login: str = Field(
+        "10/15minutes", description="failed logins per email before it is locked out (`limits` notation)"
+    )
+    rate_limit_ip: str = Field(
+        "120/minute",
+        description="requests per client IP to register, auth, token, getcode and referals/register "
+        "(`limits` notation)",
+    )
+    redis_url: str | None = Field(
+        None,
+        description="shared rate-limit counters and code-cache invalidations across workers and instances; "
+        "unset: in process",
+    )
 
     @property
     def is_sqlite(self) -> bool:
@@ -58,71 +109,76 @@ class Settings:
     def token_lifetime_seconds(self) -> int:
         return self.exp_token_day * 86_400
 
+    @property
+    def secret_key_is_random(self) -> bool:
+        """True when SECRET_KEY was unset and the key is the one generated for this start."""
+        return self.secret_key == os.environ.get(GENERATED_KEY_VARIABLE)
+
     def with_overrides(self, **changes: Any) -> Settings:
-        return replace(self, **changes)
+        """A validated copy with `changes`; `database_url` is not rebuilt from changed DB_* parts."""
+        return _without_environment({**self.model_dump(), **changes})
+
+    @field_validator("secret_key")
+    @classmethod
+    def _random_when_unset(cls, key: str) -> str:
+        return key or shared_random_secret()
+
+    @field_validator("db_schema")
+    @classmethod
+    def _plain_identifier(cls, schema: str | None) -> str | None:
+        if schema and not SCHEMA_NAME.fullmatch(schema):
+            raise ValueError("must be a plain identifier (letters, digits, _; at most 63)")
+        return schema or None
+
+    @field_validator("redis_url")
+    @classmethod
+    def _empty_is_unset(cls, url: str | None) -> str | None:
+        return url or None
+
+    @field_validator("database_url")
+    @classmethod
+    def _resolve_database_url(cls, url: str, info: ValidationInfo) -> str:
+        """DATABASE_URL, else one built from the DB_* fields (declared above it, so validated first)."""
+        if url:
+            return normalise_database_url(url)
+        parts = ("db_host", "db_port", "db_user", "db_passw", "db_name")
+        if not all(part in info.data for part in parts):
+            return url  # the invalid part is reported on its own
+        return database_url_from(*(info.data[part] for part in parts))
+
+    @field_validator("rate_limit_login", "rate_limit_ip")
+    @classmethod
+    def _limits_notation(cls, limit: str) -> str:
+        try:
+            parse_rate_limit(limit)
+        except ValueError:
+            raise ValueError("is not a rate limit in the limits notation (e.g. 120/minute)") from None
+        return limit
 
 
-def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
-    if value < minimum:
-        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
-    return value
+def variable_name(field_name: str) -> str:
+    """The environment variable of a `Settings` field."""
+    return field_name.upper()
 
 
-def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = env.get(name, "").strip().lower()
-    if not raw:
-        return default
-    if raw in {"on", "true", "1", "yes"}:
-        return True
-    if raw in {"off", "false", "0", "no"}:
-        return False
-    raise ConfigError(f"{name} must be 'on' or 'off', got {raw!r}")
-
-
-def database_url_from(env: Mapping[str, str]) -> str:
-    """DATABASE_URL if given, PostgreSQL when DB_HOST is set, otherwise a SQLite file at DB_NAME."""
-    if url := env.get("DATABASE_URL", "").strip():
-        return normalise_database_url(url)
-    name = env.get("DB_NAME", "").strip()
-    host = env.get("DB_HOST", "").strip()
+def database_url_from(host: str, port: int, user: str, password: str, name: str) -> str:
+    """PostgreSQL when `host` is set, otherwise a SQLite file at `name`."""
     if not host:
         return f"sqlite+aiosqlite:///{name or DEFAULT_SQLITE_FILE}"
-    user = quote(env.get("DB_USER", "").strip(), safe="")
-    password = quote(env.get("DB_PASSW", ""), safe="")
+    user, password = quote(user, safe=""), quote(password, safe="")
     credentials = f"{user}:{password}@" if password else (f"{user}@" if user else "")
-    port = env.get("DB_PORT", "").strip() or "5432"
-    return f"postgresql+asyncpg://{credentials}{host}:{port}/{name or 'referral'}"
+    return f"postgresql+asyncpg://{credentials}{host}:{port}/{name or DEFAULT_POSTGRES_DATABASE}"
 
 
 def normalise_database_url(url: str) -> str:
     """Pin the async drivers: `postgres://` and `postgresql://` use asyncpg, `sqlite://` aiosqlite."""
     scheme, sep, rest = url.partition("://")
     if not sep:
-        raise ConfigError(f"DATABASE_URL is not a URL: {url!r}")
-    scheme = {
-        "postgres": "postgresql+asyncpg",
-        "postgresql": "postgresql+asyncpg",
-        "sqlite": "sqlite+aiosqlite",
-    }.get(scheme, scheme)
-    if scheme not in {"postgresql+asyncpg", "sqlite+aiosqlite"}:
-        raise ConfigError(f"unsupported database scheme {scheme!r}: use postgresql or sqlite")
+        raise ValueError("is not a URL")
+    scheme = DRIVERS.get(scheme, scheme)
+    if scheme not in DRIVERS.values():
+        raise ValueError("has an unsupported scheme: use postgresql or sqlite")
     return f"{scheme}://{rest}"
-
-
-def read_environment(env_file: str | Path | None = ".env") -> dict[str, str]:
-    """The `.env` file's values overlaid by the real environment (real variables win)."""
-    merged: dict[str, str] = {}
-    if env_file is not None and Path(env_file).is_file():
-        merged.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
-    merged.update(os.environ)
-    return merged
 
 
 def load_settings(
@@ -131,45 +187,69 @@ def load_settings(
     env_file: str | Path | None = ".env",
     **overrides: Any,
 ) -> Settings:
-    """Build Settings from `env` (default: `.env` + os.environ), then apply `overrides`."""
+    """Settings from `.env` and the environment, then `overrides` (field names).
+
+    `env`, when given, stands for both the environment and `.env`: `env={}` means defaults only.
+    """
     if env is None:
-        env = read_environment(env_file)
-    secret_key = env.get("SECRET_KEY", "")
-    settings = Settings(
-        service_name=env.get("SERVICE_NAME", "").strip() or "referral",
-        host=env.get("HOST", "").strip() or "127.0.0.1",
-        port=_int(env, "PORT", 8000, minimum=0),
-        workers=_int(env, "WORKERS", 1, minimum=1),
-        secret_key=secret_key,
-        exp_token_day=_int(env, "EXP_TOKEN_DAY", 1, minimum=1),
-        database_url=database_url_from(env),
-        db_schema=env.get("DB_SCHEMA", "").strip() or None,
-        db_pool_size=_int(env, "DB_POOL_SIZE", 10, minimum=1),
-        sqlite_pool=_switch(env, "SQLITE_POOL", True),
-        bcrypt_rounds=_int(env, "BCRYPT_ROUNDS", 12, minimum=4),
-        code_cache_ttl=_int(env, "CODE_CACHE_TTL", 60, minimum=0),
-        code_cache_size=_int(env, "CODE_CACHE_SIZE", 10_000, minimum=1),
-        rate_limit=_switch(env, "RATE_LIMIT", True),
-        rate_limit_login=env.get("RATE_LIMIT_LOGIN", "").strip() or "10/15minutes",
-        rate_limit_ip=env.get("RATE_LIMIT_IP", "").strip() or "120/minute",
-        redis_url=env.get("REDIS_URL", "").strip() or None,
-    )
-    settings = replace(settings, **overrides)
-    if settings.db_schema and not SCHEMA_NAME.fullmatch(settings.db_schema):
-        raise ConfigError(f"DB_SCHEMA must be a plain identifier, got {settings.db_schema!r}")
-    if settings.bcrypt_rounds > 31:
-        raise ConfigError("BCRYPT_ROUNDS must be between 4 and 31")
-    if not settings.secret_key:
-        settings = replace(settings, secret_key=shared_random_secret(), secret_key_is_random=True)
-    return settings
+        _check_names(overrides)
+        try:
+            return Settings(_env_file=env_file, **overrides)
+        except ValidationError as error:
+            raise config_error(error) from None
+    given = {name: value for name in Settings.model_fields if (value := env.get(variable_name(name)))}
+    return _without_environment({**given, **overrides})
+
+
+def _without_environment(values: Mapping[str, Any]) -> Settings:
+    _check_names(values)
+    defaults = {name: field.default for name, field in Settings.model_fields.items()}
+    try:
+        return Settings(_env_file=None, **{**defaults, **values})  # every field given: nothing read
+    except ValidationError as error:
+        raise config_error(error) from None
+
+
+def _check_names(values: Mapping[str, Any]) -> None:
+    if unknown := values.keys() - Settings.model_fields.keys():
+        raise TypeError(f"unknown settings: {', '.join(sorted(unknown))}")
+
+
+def config_error(error: ValidationError) -> ConfigError:
+    """One line naming each variable and what is wrong with it."""
+    return ConfigError("; ".join(_problem(details) for details in error.errors()))
+
+
+def _problem(details: ErrorDetails) -> str:
+    name = str(details["loc"][0]) if details["loc"] else ""
+    field = Settings.model_fields.get(name)
+    if details["type"] == "value_error":
+        what = str(details.get("ctx", {}).get("error", details["msg"]))
+    elif field is not None:
+        what = _expectation(field)
+    else:
+        what = details["msg"]
+    return f"{variable_name(name)} {what}, got {details['input']!r}"
+
+
+def _expectation(field: FieldInfo) -> str:
+    if field.annotation is bool:
+        return "must be on or off"
+    if field.annotation is int:
+        low = next((m.ge for m in field.metadata if isinstance(m, Ge)), None)
+        high = next((m.le for m in field.metadata if isinstance(m, Le)), None)
+        if low is not None and high is not None:
+            return f"must be an integer from {low} to {high}"
+        return f"must be an integer of at least {low}" if low is not None else "must be an integer"
+    return "must be text"
 
 
 def shared_random_secret() -> str:
     """A random SECRET_KEY for this start, exported so that every worker process signs alike."""
-    secret = os.environ.get("REFERRAL_GENERATED_SECRET_KEY")
+    secret = os.environ.get(GENERATED_KEY_VARIABLE)
     if not secret:
         secret = secrets.token_urlsafe(48)
-        os.environ["REFERRAL_GENERATED_SECRET_KEY"] = secret
+        os.environ[GENERATED_KEY_VARIABLE] = secret
     return secret
 
 

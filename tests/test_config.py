@@ -1,20 +1,27 @@
-"""Settings: environment over .env over defaults; DB_* to a URL; checks on bad values."""
+"""Settings: defaults < .env < environment < overrides; DB_* to a URL; one-line errors; documented settings."""
 
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
+from typing import Any
 
 import pytest
+from pydantic import Field
 
-from referral.config import ConfigError, load_settings, read_environment, warn_if_insecure
+from referral.config import ConfigError, Settings, load_settings, variable_name, warn_if_insecure
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_defaults_need_no_environment():
     settings = load_settings(env={})
     assert settings.service_name == "referral"
-    assert (settings.host, settings.port) == ("127.0.0.1", 8000)
+    assert (settings.host, settings.port, settings.workers) == ("127.0.0.1", 8000, 1)
     assert settings.database_url == "sqlite+aiosqlite:///referral.db"
+    assert settings.is_sqlite
+    assert settings.db_schema is None
     assert settings.exp_token_day == 1
     assert settings.bcrypt_rounds == 12
     assert settings.code_cache_ttl == 60
@@ -24,11 +31,19 @@ def test_defaults_need_no_environment():
     assert settings.redis_url is None
 
 
-def test_missing_secret_key_is_random_shared_and_warned_about(caplog):
-    first, second = load_settings(env={}), load_settings(env={})
+def test_env_mapping_replaces_environment_and_dotenv(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("PORT", "9100")
+    monkeypatch.setenv("BCRYPT_ROUNDS", "not even a number")
+    assert load_settings(env={}).port == 8000
+    assert load_settings(env={"PORT": "9200"}).port == 9200
+
+
+def test_missing_secret_key_is_random_shared_and_warned_about(caplog: pytest.LogCaptureFixture):
+    first, second = load_settings(env={}), load_settings(env={"SECRET_KEY": ""})
     assert first.secret_key_is_random
     assert len(first.secret_key) >= 32
     assert first.secret_key == second.secret_key  # every worker of one start signs alike
+    assert first.with_overrides(port=1).secret_key_is_random
 
     with caplog.at_level(logging.WARNING, logger="referral.config"):
         warn_if_insecure(first)
@@ -39,6 +54,12 @@ def test_numeric_secret_key_stays_text():
     settings = load_settings(env={"SECRET_KEY": "12345678901234567890123456789012"})
     assert settings.secret_key == "12345678901234567890123456789012"
     assert not settings.secret_key_is_random
+
+
+def test_secrets_stay_out_of_repr():
+    settings = load_settings(env={"SECRET_KEY": "k" * 40, "DATABASE_URL": "postgresql://u:hunter2@h/d"})
+    assert "k" * 40 not in repr(settings)
+    assert "hunter2" not in repr(settings)
 
 
 def test_postgres_from_db_variables():
@@ -57,6 +78,10 @@ def test_postgres_from_db_variables():
     assert not settings.is_sqlite
 
 
+def test_postgres_defaults_with_only_db_host():
+    assert load_settings(env={"DB_HOST": "h"}).database_url == "postgresql+asyncpg://h:5432/referral"
+
+
 def test_sqlite_file_from_db_name_when_no_host():
     assert load_settings(env={"DB_NAME": "/data/refs.db"}).database_url == "sqlite+aiosqlite:////data/refs.db"
 
@@ -70,40 +95,199 @@ def test_sqlite_file_from_db_name_when_no_host():
         ("sqlite+aiosqlite:////abs/x.db", "sqlite+aiosqlite:////abs/x.db"),
     ],
 )
-def test_database_url_overrides_db_variables(given, used):
+def test_database_url_overrides_db_variables(given: str, used: str):
     assert load_settings(env={"DATABASE_URL": given, "DB_HOST": "ignored"}).database_url == used
 
 
 @pytest.mark.parametrize(
-    "env",
+    ("env", "message"),
     [
-        {"PORT": "eighty"},
-        {"EXP_TOKEN_DAY": "0"},
-        {"BCRYPT_ROUNDS": "3"},
-        {"BCRYPT_ROUNDS": "32"},
-        {"RATE_LIMIT": "maybe"},
-        {"DATABASE_URL": "mysql://u@h/d"},
-        {"DATABASE_URL": "not a url"},
-        {"DB_HOST": "h", "DB_SCHEMA": 'x"; DROP SCHEMA public; --'},
+        ({"PORT": "abc"}, "PORT must be an integer from 0 to 65535, got 'abc'"),
+        ({"PORT": "65536"}, "PORT must be an integer from 0 to 65535, got '65536'"),
+        ({"WORKERS": "0"}, "WORKERS must be an integer of at least 1, got '0'"),
+        ({"EXP_TOKEN_DAY": "0"}, "EXP_TOKEN_DAY must be an integer of at least 1, got '0'"),
+        ({"BCRYPT_ROUNDS": "3"}, "BCRYPT_ROUNDS must be an integer from 4 to 31, got '3'"),
+        ({"BCRYPT_ROUNDS": "32"}, "BCRYPT_ROUNDS must be an integer from 4 to 31, got '32'"),
+        ({"DB_HOST": "h", "DB_PORT": "five"}, "DB_PORT must be an integer from 1 to 65535, got 'five'"),
+        ({"DB_POOL_SIZE": "0"}, "DB_POOL_SIZE must be an integer of at least 1, got '0'"),
+        ({"CODE_CACHE_TTL": "-1"}, "CODE_CACHE_TTL must be an integer of at least 0, got '-1'"),
+        ({"CODE_CACHE_SIZE": "1e3"}, "CODE_CACHE_SIZE must be an integer of at least 1, got '1e3'"),
+        ({"RATE_LIMIT": "maybe"}, "RATE_LIMIT must be on or off, got 'maybe'"),
+        ({"SQLITE_POOL": "sometimes"}, "SQLITE_POOL must be on or off, got 'sometimes'"),
+        (
+            {"RATE_LIMIT_IP": "lots"},
+            "RATE_LIMIT_IP is not a rate limit in the limits notation (e.g. 120/minute), got 'lots'",
+        ),
+        (
+            {"RATE_LIMIT_LOGIN": "10/fortnight"},
+            "RATE_LIMIT_LOGIN is not a rate limit in the limits notation (e.g. 120/minute), got '10/fortnight'",
+        ),
+        ({"DATABASE_URL": "mysql://u@h/d"}, "DATABASE_URL has an unsupported scheme: use postgresql or sqlite"),
+        ({"DATABASE_URL": "not a url"}, "DATABASE_URL is not a URL, got 'not a url'"),
+        ({"DB_HOST": "h", "DB_SCHEMA": 'x"; DROP SCHEMA public; --'}, "DB_SCHEMA must be a plain identifier"),
     ],
 )
-def test_bad_values_are_refused_at_start(env):
-    with pytest.raises(ConfigError):
+def test_bad_values_are_refused_in_one_line_naming_the_variable(env: dict[str, str], message: str):
+    with pytest.raises(ConfigError) as refused:
         load_settings(env=env)
+    assert str(refused.value).startswith(message)
+    assert "\n" not in str(refused.value)
 
 
-def test_environment_wins_over_dotenv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def test_every_bad_value_is_named_on_the_same_line():
+    with pytest.raises(ConfigError) as refused:
+        load_settings(env={"PORT": "x", "RATE_LIMIT": "x"})
+    assert str(refused.value) == (
+        "PORT must be an integer from 0 to 65535, got 'x'; RATE_LIMIT must be on or off, got 'x'"
+    )
+
+
+def test_overrides_are_validated_too():
+    with pytest.raises(ConfigError, match=r"^BCRYPT_ROUNDS must be an integer from 4 to 31, got 40$"):
+        load_settings(env={}, bcrypt_rounds=40)
+    with pytest.raises(ConfigError, match=r"^PORT "):
+        load_settings(env={}).with_overrides(port=-1)
+    with pytest.raises(TypeError, match="bcrypt_round"):
+        load_settings(env={}, bcrypt_round=4)
+
+
+def test_with_overrides_returns_a_new_frozen_copy():
+    settings = load_settings(env={"SECRET_KEY": "s" * 32, "DB_HOST": "h"})
+    changed = settings.with_overrides(database_url="sqlite:///other.db", rate_limit_ip="5/minute")
+    assert changed.database_url == "sqlite+aiosqlite:///other.db"
+    assert (changed.rate_limit_ip, changed.secret_key) == ("5/minute", "s" * 32)
+    assert settings.database_url == "postgresql+asyncpg://h:5432/referral"
+    with pytest.raises(ValueError, match="frozen"):
+        settings.port = 1  # type: ignore[misc]
+
+
+def test_precedence_defaults_dotenv_environment_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     dotenv = tmp_path / ".env"
-    dotenv.write_text("SERVICE_NAME = from-dotenv\nPORT=9000\nEXP_TOKEN_DAY=3\n")
+    dotenv.write_text(
+        "SERVICE_NAME = from-dotenv\nPORT=9000\nEXP_TOKEN_DAY=3\nWORKERS=2\nSECRET_KEY=\n"
+        "DB_NAME=12345\nRATE_LIMIT=off\nUNRELATED_TOOL=whatever\n"
+    )
+    for name in ("SERVICE_NAME", "EXP_TOKEN_DAY", "SECRET_KEY", "DB_NAME", "DATABASE_URL", "DB_HOST", "RATE_LIMIT"):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("PORT", "9100")
-    monkeypatch.delenv("SERVICE_NAME", raising=False)
-    monkeypatch.delenv("EXP_TOKEN_DAY", raising=False)
-    settings = load_settings(env=read_environment(dotenv))
+    monkeypatch.setenv("WORKERS", "3")
+    monkeypatch.setenv("HOST", "")
+
+    settings = load_settings(env_file=dotenv, workers=4)
+
     assert settings.service_name == "from-dotenv"
-    assert settings.port == 9100
     assert settings.exp_token_day == 3
     assert settings.token_lifetime_seconds == 3 * 86_400
+    assert settings.rate_limit is False
+    assert settings.port == 9100
+    assert settings.workers == 4
+    assert settings.host == "127.0.0.1"  # empty counts as unset
+    assert settings.secret_key_is_random
+    assert settings.database_url == "sqlite+aiosqlite:///12345"
 
 
-def test_missing_dotenv_is_fine(tmp_path: Path):
-    assert "PATH" in read_environment(tmp_path / "absent.env")
+def test_missing_dotenv_is_fine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("SERVICE_NAME", "from-environment")
+    assert load_settings(env_file=tmp_path / "absent.env").service_name == "from-environment"
+
+
+# -- .env.example and the README's configuration table list every setting with its declared default --
+
+
+def shown(default: Any) -> str:
+    """How a declared default is written in `.env.example`; empty when unset."""
+    if isinstance(default, bool):
+        return "on" if default else "off"
+    return "" if default is None else str(default)
+
+
+def env_example_problems(settings: type[Settings], text: str) -> list[str]:
+    problems: list[str] = []
+    listed: dict[str, str] = {}
+    for line in text.splitlines():
+        if match := re.fullmatch(r"([A-Z][A-Z0-9_]*)=(.*)", line.strip()):
+            name, value = match[1], match[2].strip()
+            if name in listed:
+                problems.append(f".env.example lists {name} twice")
+            listed[name] = value
+    declared = {variable_name(name): field for name, field in settings.model_fields.items()}
+    for name, field in declared.items():
+        if name not in listed:
+            problems.append(f".env.example misses {name}: add\n# {field.description}\n{name}={shown(field.default)}")
+        elif listed[name] != shown(field.default):
+            problems.append(f".env.example shows {name}={listed[name]}, declared default {shown(field.default)!r}")
+    problems.extend(f".env.example lists {name}, which is not a setting" for name in listed.keys() - declared.keys())
+    return problems
+
+
+def readme_table(text: str) -> list[list[str]]:
+    """The cells of the rows of the table in the README's `## Configuration` section."""
+    section = text.split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
+    lines = [line.strip() for line in section.splitlines() if line.strip().startswith("|")]
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
+    assert rows[0] == ["variable", "meaning", "default"], rows[0]
+    return rows[2:]
+
+
+def readme_problems(settings: type[Settings], text: str) -> list[str]:
+    problems: list[str] = []
+    listed: dict[str, str] = {}
+    for row in readme_table(text):
+        names = row[0].split(", ")
+        if len(row) != 3 or not all(re.fullmatch(r"`[A-Z][A-Z0-9_]*`", name) for name in names):
+            problems.append(f"README: cannot read the configuration row {row}")
+            continue
+        defaults = [row[2]] if len(names) == 1 else row[2].split(", ")
+        if len(defaults) != len(names):
+            problems.append(f"README: row {row[0]} has {len(names)} variables but {len(defaults)} defaults")
+            continue
+        for name, default in zip(names, defaults, strict=True):
+            if name.strip("`") in listed:
+                problems.append(f"README lists {name} twice")
+            listed[name.strip("`")] = default
+    declared = {variable_name(name): field for name, field in settings.model_fields.items()}
+    for name, field in declared.items():
+        expected = shown(field.default)
+        written = f"`{expected}`" if expected else "unset"
+        if name not in listed:
+            problems.append(f"README's configuration table misses | `{name}` | {field.description} | {written} |")
+        elif expected and not listed[name].startswith(written):
+            problems.append(f"README shows {name} defaulting to {listed[name]!r}, declared {written}")
+        elif not expected and not (listed[name] == "—" or listed[name].startswith("unset")):
+            problems.append(f"README shows {name} defaulting to {listed[name]!r}, declared unset ('unset…' or '—')")
+    problems.extend(f"README lists {name}, which is not a setting" for name in listed.keys() - declared.keys())
+    return problems
+
+
+def test_env_example_and_readme_list_every_setting_with_its_default():
+    env_example = (ROOT / ".env.example").read_text()
+    readme = (ROOT / "README.md").read_text()
+    assert env_example_problems(Settings, env_example) == []
+    assert readme_problems(Settings, readme) == []
+
+
+def test_every_setting_has_a_one_line_description():
+    for name, field in Settings.model_fields.items():
+        assert field.description, name
+        assert "\n" not in field.description, name
+
+
+def test_a_new_or_changed_setting_fails_until_documented():
+    class Extended(Settings):
+        metrics: bool = Field(True, description="`/metrics` in Prometheus text format")
+        port: int = Field(8080, ge=0, le=65535, description="bind port")
+
+    env_example = (ROOT / ".env.example").read_text()
+    readme = (ROOT / "README.md").read_text()
+    assert env_example_problems(Extended, env_example) == [
+        ".env.example shows PORT=8000, declared default '8080'",
+        ".env.example misses METRICS: add\n# `/metrics` in Prometheus text format\nMETRICS=on",
+    ]
+    assert readme_problems(Extended, readme) == [
+        "README shows PORT defaulting to '`8000`', declared `8080`",
+        "README's configuration table misses | `METRICS` | `/metrics` in Prometheus text format | `on` |",
+    ]
+    assert readme_problems(Settings, readme.replace("| `WORKERS` |", "| `WORKERS`, `THREADS` |")) != []
+    assert env_example_problems(Settings, env_example + "\nTHREADS=2\n") == [
+        ".env.example lists THREADS, which is not a setting"
+    ]
