@@ -12,11 +12,11 @@ from sanic import Sanic
 from sanic.log import LOGGING_CONFIG_DEFAULTS
 
 from referral.api import api
+from referral.api.docs import ApiDocs
+from referral.api.problems import ProblemErrorHandler
 from referral.cache import CodeCache, InvalidationBroadcast
 from referral.config import Settings, load_settings, warn_if_insecure
 from referral.db.database import ReferralDatabase, create_database
-from referral.errors import ProblemErrorHandler
-from referral.openapi import configure_openapi
 from referral.ratelimit import RateLimits
 from referral.security import warm_up
 from referral.services.codes import CodeService
@@ -72,8 +72,10 @@ def create_app(*_: Any, settings: Settings | None = None) -> ReferralApp:
     if SANIC_CONFIG_FILE.is_file():
         app.update_config(SANIC_CONFIG_FILE)
         app.config.load_environment_vars("SANIC_")
-    configure_openapi(app, title=settings.service_name)  # also the only sanic-ext extensions we load
     app.blueprint(api)
+    # Only our docs extension: sanic-ext's built-in dependency injection dispatches a signal on every
+    # request (a third of a cached read's throughput, bench/RESULTS.md); handlers use `app.ctx`.
+    app.extend(built_in_extensions=False, extensions=[ApiDocs])
     app.before_server_start(_open_resources)
     app.after_server_stop(_close_resources)
     return app

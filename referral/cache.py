@@ -14,7 +14,7 @@ import logging
 import redis.asyncio as aioredis
 from cachetools import TTLCache
 
-from referral.db.tables import utcnow
+from referral.clock import utcnow
 from referral.services.models import CodeInfo
 
 log = logging.getLogger("referral.cache")

@@ -14,7 +14,7 @@ from limits.aio.strategies import MovingWindowRateLimiter
 from limits.storage import storage_from_string
 
 from referral.config import Settings
-from referral.errors import TooManyRequests
+from referral.errors import RateLimited
 
 
 class RateLimits:
@@ -23,19 +23,22 @@ class RateLimits:
         self.per_ip: RateLimitItem = parse(settings.rate_limit_ip)
         self.failed_logins: RateLimitItem = parse(settings.rate_limit_login)
         self.storage: Storage = (
-            storage_from_string(_async_redis_url(settings.redis_url)) if settings.redis_url else MemoryStorage()
+            # on redis-py, the client the code cache uses too (limits' default would be coredis)
+            storage_from_string(_async_redis_url(settings.redis_url), implementation="redispy")
+            if settings.redis_url
+            else MemoryStorage()
         )
         self._limiter = MovingWindowRateLimiter(self.storage)
 
     async def hit_ip(self, ip: str, scope: str) -> None:
         """Count a request from `ip`; 429 once the per-IP limit is used up."""
         if self.enabled and not await self._limiter.hit(self.per_ip, "ip", scope, ip):
-            raise TooManyRequests(retry_after=await self._retry_after(self.per_ip, "ip", scope, ip))
+            raise RateLimited(retry_after=await self._retry_after(self.per_ip, "ip", scope, ip))
 
     async def check_login(self, email: str) -> None:
         """429 while `email` has used up its failed logins."""
         if self.enabled and not await self._limiter.test(self.failed_logins, "login", email):
-            raise TooManyRequests(
+            raise RateLimited(
                 "Too many failed logins for this email: try again later.",
                 retry_after=await self._retry_after(self.failed_logins, "login", email),
             )

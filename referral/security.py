@@ -17,8 +17,8 @@ from typing import TypeVar
 import bcrypt
 import jwt
 
+from referral.clock import utcnow
 from referral.config import Settings
-from referral.db.tables import utcnow
 
 JWT_ALGORITHM = "HS256"
 HASHING_NICENESS = 10

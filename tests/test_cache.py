@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from referral.cache import CodeCache
-from referral.db.tables import utcnow
+from referral.clock import utcnow
 from referral.services.models import CodeInfo
 
 

@@ -14,8 +14,8 @@ from typing import Any
 import jsonschema_rs  # a dependency of schemathesis: the JSON Schema validator it uses itself
 import pytest
 
-from referral.errors import PROBLEM_CONTENT_TYPE
-from referral.schemas import CODE_PATTERN, DAY_MAX, DAY_MIN, PASSWORD_MAX, PASSWORD_MIN
+from referral.api.contract import CODE_PATTERN, DAY_MAX, DAY_MIN, PASSWORD_MAX, PASSWORD_MIN
+from referral.api.problems import PROBLEM_CONTENT_TYPE
 
 TAGS = {"user", "refer", "referals", "health"}
 ERROR_STATUSES = {400, 401, 403, 404, 409, 410, 413, 422, 429, 503}

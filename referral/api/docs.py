@@ -1,9 +1,11 @@
-"""Swagger UI and ReDoc served from the service itself, so the docs work behind a firewall.
+"""The API's documentation, as a sanic-ext extension: `/docs/openapi.json`, Swagger UI and ReDoc.
 
-sanic-ext's own pages load both UIs from CDNs (blank pages offline), link Google Fonts, and its
-Swagger `oauth2-redirect.html` handler downloads that page from a CDN, synchronously, on request.
-So its UIs are switched off and these pages take their place, with their assets read from
-installed packages:
+The document comes from the route declarations (`referral.api.openapi`): sanic-ext's own builder
+keeps one operation per handler for all its methods, so it could not document GET's query apart
+from POST's body. sanic-ext's own UI pages load both UIs from CDNs (blank pages offline), link
+Google Fonts, and its Swagger `oauth2-redirect.html` handler downloads that page from a CDN,
+synchronously, on request. So these pages take their place, with their assets read from installed
+packages:
 
 - Swagger UI from the PyPI package `swagger-ui-bundle` (in requirements.txt);
 - ReDoc's `redoc.standalone.js` from the npm package `redoc`, which `make venv` unpacks into
@@ -19,13 +21,16 @@ import html
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
+import orjson
 from sanic import Blueprint, Request, Sanic
+from sanic.exceptions import NotFound
 from sanic.response import HTTPResponse, file, raw, redirect
 from sanic.response import html as html_response
-from sanic_ext.extensions.openapi import openapi
+from sanic_ext import Extension
 
-from referral.errors import NotFound
+from referral.api.openapi import openapi_document
 
 log = logging.getLogger("referral.docs")
 
@@ -135,18 +140,22 @@ def redoc_js(app: Sanic) -> Path:
     return Path(configured) if configured else DEFAULT_REDOC_JS
 
 
-def configure_docs_ui(app: Sanic, *, title: str) -> None:
-    """Turn off sanic-ext's CDN pages and serve ours under OAS_URL_PREFIX (before the first `app.ext`)."""
+class ApiDocs(Extension):
+    """Serves the document and both UIs under OAS_URL_PREFIX; OAS_UI_DEFAULT picks where `/docs` leads."""
+
+    name = "docs"
+
+    def startup(self, bootstrap: Any) -> None:
+        self.app.blueprint(docs_blueprint(self.app, title=self.app.ctx.settings.service_name))
+
+    def label(self) -> str:
+        return str(self.app.config.get("OAS_URL_PREFIX", "/docs"))
+
+
+def docs_blueprint(app: Sanic, *, title: str) -> Blueprint:
     default_ui = "redoc" if app.config.get("OAS_UI_DEFAULT") == "redoc" else "swagger"
-    app.config.OAS_UI_SWAGGER = False
-    app.config.OAS_UI_REDOC = False
-    app.config.OAS_UI_DEFAULT = None
-    app.blueprint(docs_blueprint(app, title=title, default_ui=default_ui))
-
-
-def docs_blueprint(app: Sanic, *, title: str, default_ui: str = "swagger") -> Blueprint:
     prefix = str(app.config.get("OAS_URL_PREFIX", "/docs")).rstrip("/")
-    spec_url = f"{prefix}/{str(app.config.get('OAS_URI_TO_JSON', '/openapi.json')).lstrip('/')}"
+    spec_url = f"{prefix}/openapi.json"
     assets_url = f"{prefix}/assets"
     swagger_dir = swagger_ui_dir()
     redoc_path = redoc_js(app)
@@ -164,25 +173,28 @@ def docs_blueprint(app: Sanic, *, title: str, default_ui: str = "swagger") -> Bl
         return template.format(title=html.escape(title), assets=assets_url, spec_url=spec_url, prefix=prefix)
 
     bp = Blueprint("docs", url_prefix=prefix or "/")
+    document: list[bytes] = []  # built on first request, once every route is registered
+
+    @bp.get("/openapi.json", name="openapi")
+    async def openapi(request: Request) -> HTTPResponse:
+        if not document:
+            document.append(orjson.dumps(openapi_document(request.app, title=title)))
+        return raw(document[0], content_type="application/json")
 
     @bp.get("", name="index")
-    @openapi.exclude()
     async def index(request: Request) -> HTTPResponse:
         return redirect(f"{prefix}/{default_ui}")
 
     @bp.get("/swagger", name="swagger")
-    @openapi.exclude()
     async def swagger(request: Request) -> HTTPResponse:
         return html_response(render(SWAGGER_PAGE), headers=PAGE_HEADERS)
 
     @bp.get("/redoc", name="redoc")
-    @openapi.exclude()
     async def redoc(request: Request) -> HTTPResponse:
         template = REDOC_PAGE if redoc_path.is_file() else REDOC_MISSING_PAGE
         return html_response(render(template), headers=PAGE_HEADERS)
 
     @bp.get("/assets/<name:str>", name="asset")
-    @openapi.exclude()
     async def asset(request: Request, name: str) -> HTTPResponse:
         headers = {"Cache-Control": "public, max-age=86400", "X-Content-Type-Options": "nosniff"}
         if name == "swagger-init.js":

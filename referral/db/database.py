@@ -1,17 +1,50 @@
-"""Opening the database and the few helpers every query module shares."""
+"""Opening the database, the few helpers every query module shares, and driver errors in the service's terms.
+
+Only this package imports the drivers: their failures leave it as `DatabaseUnavailable` (the database
+cannot answer now) or `DataConflict` (a constraint refused the write).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
-from typing import Any, ClassVar
+from collections.abc import AsyncIterator
+from typing import Any, ClassVar, NoReturn
 
 import asyncpg
 import sqlalchemy as sa
 from databases import Database
 from databases.core import Transaction
+from databases.interfaces import Record
 from sqlalchemy.dialects import postgresql, sqlite
 
 from referral.config import Settings
+from referral.errors import DatabaseUnavailable, DataConflict
+
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.AdminShutdownError,
+    asyncpg.TransactionRollbackError,  # deadlock or serialization failure: safe to retry
+    sqlite3.OperationalError,
+)
+"""Failures that mean "the database cannot answer now", not "the request is wrong"."""
+
+INTEGRITY_ERRORS: tuple[type[BaseException], ...] = (
+    sqlite3.IntegrityError,
+    asyncpg.IntegrityConstraintViolationError,
+)
+DRIVER_ERRORS = UNAVAILABLE_ERRORS + INTEGRITY_ERRORS
+
+
+def raise_translated(error: BaseException) -> NoReturn:
+    """Re-raise a driver error as the service's own exception, chained to the original."""
+    if isinstance(error, INTEGRITY_ERRORS):
+        raise DataConflict() from error
+    raise DatabaseUnavailable() from error
 
 
 class ReleasingTransaction(Transaction):
@@ -27,12 +60,17 @@ class ReleasingTransaction(Transaction):
         self._transaction = self._connection._connection.transaction()
         async with self._connection._transaction_lock:
             is_root = not self._connection._transaction_stack
-            await self._connection.__aenter__()
+            try:
+                await self._connection.__aenter__()
+            except DRIVER_ERRORS as error:
+                raise_translated(error)
             try:
                 await self._transaction.start(is_root=is_root, extra_options=self._extra_options)
-            except BaseException:
+            except BaseException as error:
                 self._transaction = None
                 await self._connection.__aexit__()
+                if isinstance(error, DRIVER_ERRORS):
+                    raise_translated(error)
                 raise
             self._connection._transaction_stack.append(self)
         return self
@@ -51,6 +89,8 @@ class ReleasingTransaction(Transaction):
             assert transaction is not None
             try:
                 await (transaction.commit() if commit else transaction.rollback())
+            except DRIVER_ERRORS as error:
+                raise_translated(error)
             finally:
                 self._transaction = None
                 await self._connection.__aexit__()  # on SQLite, releasing rolls back what is left open
@@ -81,6 +121,43 @@ class ReferralDatabase(Database):
     def transaction(self, *, force_rollback: bool = False, **kwargs: Any) -> Transaction:
         return ReleasingTransaction(self.connection, force_rollback=force_rollback, **kwargs)
 
+    @contextlib.asynccontextmanager
+    async def session(self) -> AsyncIterator[None]:
+        """One connection for the queries inside (no transaction)."""
+        try:
+            async with self.connection():
+                yield
+        except DRIVER_ERRORS as error:
+            raise_translated(error)
+
+    async def fetch_one(self, query: Any, values: dict[str, Any] | None = None) -> Record | None:
+        try:
+            return await super().fetch_one(query, values)
+        except DRIVER_ERRORS as error:
+            raise_translated(error)
+
+    async def fetch_all(self, query: Any, values: dict[str, Any] | None = None) -> list[Record]:
+        try:
+            return await super().fetch_all(query, values)
+        except DRIVER_ERRORS as error:
+            raise_translated(error)
+
+    async def fetch_val(self, query: Any, values: dict[str, Any] | None = None, column: Any = 0) -> Any:
+        try:
+            return await super().fetch_val(query, values, column)
+        except DRIVER_ERRORS as error:
+            raise_translated(error)
+
+    async def execute(self, query: Any, values: dict[str, Any] | None = None) -> Any:
+        try:
+            return await super().execute(query, values)
+        except DRIVER_ERRORS as error:
+            raise_translated(error)
+
+    async def ping(self) -> None:
+        """DatabaseUnavailable unless the database answers a trivial query."""
+        await self.fetch_val(sa.select(sa.true()))
+
     @property
     def is_sqlite(self) -> bool:
         return self.url.dialect == "sqlite"
@@ -109,21 +186,3 @@ def dialect_insert(db: ReferralDatabase) -> Any:
 def insert_ignoring_conflict(db: ReferralDatabase, table: sa.Table, *, unique: str) -> Any:
     """`INSERT ... ON CONFLICT (unique) DO NOTHING`: a duplicate gives no row instead of an error."""
     return dialect_insert(db)(table).on_conflict_do_nothing(index_elements=[unique])
-
-
-UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.AdminShutdownError,
-    asyncpg.TransactionRollbackError,  # deadlock or serialization failure: safe to retry
-    sqlite3.OperationalError,
-)
-"""Failures that mean "the database cannot answer now", not "the request is wrong"."""
-
-INTEGRITY_ERRORS: tuple[type[BaseException], ...] = (
-    sqlite3.IntegrityError,
-    asyncpg.IntegrityConstraintViolationError,
-)

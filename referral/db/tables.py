@@ -92,7 +92,3 @@ referral_count = sa.Table(
     sa.Column("referrer_id", sa.Integer, sa.ForeignKey("user.id", ondelete="CASCADE"), primary_key=True),
     sa.Column("total", sa.Integer, nullable=False),
 )
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from databases.interfaces import Record
 
+from referral.clock import utcnow
 from referral.db.database import ReferralDatabase, insert_ignoring_conflict
-from referral.db.tables import user, utcnow
+from referral.db.tables import user
 
 
 async def insert_user(db: ReferralDatabase, *, email: str, password_hash: str) -> int | None:

@@ -11,24 +11,23 @@ import secrets
 from datetime import datetime, timedelta
 
 from referral.cache import CodeCache
+from referral.clock import utcnow
 from referral.db import codes, users
 from referral.db.database import ReferralDatabase
-from referral.db.tables import utcnow
-from referral.errors import Conflict, NotFound, Unauthorized
+from referral.errors import ServiceError
 from referral.services.models import CodeInfo
+from referral.services.users import NotAuthenticated
 
 CODE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"  # no 0/O, 1/I/L: easy to read aloud and type
 GENERATED_CODE_LENGTH = 10  # 31**10 ≈ 2**49.5 codes
 GENERATION_ATTEMPTS = 5
 
 
-class CodeTaken(Conflict):
-    problem = "code-taken"
+class CodeTaken(ServiceError):
     message = "This code is taken: codes are never reused, pick another."
 
 
-class NoActiveCode(NotFound):
-    problem = "no-active-code"
+class NoActiveCode(ServiceError):
     message = "There is no active referral code."
 
 
@@ -57,7 +56,7 @@ class CodeService:
         async with self.db.transaction():
             owner = await users.lock_user(self.db, user_id)
             if owner is None:
-                raise Unauthorized("The user of this token no longer exists.")
+                raise NotAuthenticated("The user of this token no longer exists.")
             live = await codes.get_live_code(self.db, user_id)
             active = live is not None and is_active(live["expires_at"], now=now)
             if active and (custom_code is None or custom_code == live["code"]):
@@ -87,7 +86,7 @@ class CodeService:
         async with self.db.transaction():
             owner = await users.lock_user(self.db, user_id)
             if owner is None:
-                raise Unauthorized("The user of this token no longer exists.")
+                raise NotAuthenticated("The user of this token no longer exists.")
             live = await codes.get_live_code(self.db, user_id)
             if live is None or not is_active(live["expires_at"], now=now):
                 raise NoActiveCode("You have no active referral code to delete.")

@@ -24,3 +24,10 @@ class ReferralInfo:
 class ReferralPage:
     items: list[ReferralInfo]
     total: int
+
+
+@dataclass(frozen=True, slots=True)
+class SignedIn:
+    user_id: int
+    token: str
+    expires_in: int

@@ -2,38 +2,35 @@
 
 from __future__ import annotations
 
+from referral.clock import utcnow
 from referral.config import Settings
 from referral.db import codes, referrals, users
 from referral.db.database import ReferralDatabase
-from referral.db.tables import utcnow
-from referral.errors import Conflict, Gone, NotFound, ValidationFailed
+from referral.errors import InvalidField, ServiceError
 from referral.security import hash_password
 from referral.services.codes import is_active
 from referral.services.models import CodeInfo, ReferralInfo, ReferralPage
 from referral.services.users import EmailTaken
 
 
-class UnknownCode(NotFound):
-    problem = "unknown-code"
+class UnknownCode(ServiceError):
     message = "No referral code like this exists."
 
 
-class CodeNotActive(Gone):
-    problem = "code-not-active"
+class CodeNotActive(ServiceError):
     message = "This referral code has expired or was deleted."
 
 
-class AlreadyReferred(Conflict):
-    problem = "already-referred"
+class AlreadyReferred(ServiceError):
     message = "This email is already registered as a referral."
 
 
-class SelfReferral(ValidationFailed):
-    problem = "self-referral"
+class SelfReferral(InvalidField):
     message = "You cannot register with your own referral code."
+    field = "email"
 
     def __init__(self) -> None:
-        super().__init__(errors={"email": "is the email of the code's owner"})
+        super().__init__(reason="is the email of the code's owner")
 
 
 class ReferralService:
@@ -78,7 +75,7 @@ class ReferralService:
 
     async def list_for(self, referrer_id: int, *, limit: int, offset: int) -> ReferralPage:
         """One page of the referrer's referrals, oldest first, with the total count."""
-        async with self.db.connection():
+        async with self.db.session():
             rows = await referrals.list_referrals(self.db, referrer_id=referrer_id, limit=limit, offset=offset)
             total = await referrals.count_referrals(self.db, referrer_id=referrer_id)
         items = [

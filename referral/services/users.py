@@ -1,18 +1,26 @@
-"""Accounts: registration, login and token subjects."""
+"""Accounts: registration, sign-in and the users that tokens name."""
 
 from __future__ import annotations
 
 from referral.config import Settings
 from referral.db import users
 from referral.db.database import ReferralDatabase
-from referral.errors import BadCredentials, Conflict
+from referral.errors import ServiceError
 from referral.ratelimit import RateLimits
-from referral.security import hash_password, verify_password
+from referral.security import InvalidToken, hash_password, issue_token, read_token, verify_password
+from referral.services.models import SignedIn
 
 
-class EmailTaken(Conflict):
-    problem = "email-taken"
+class EmailTaken(ServiceError):
     message = "A user with this email already exists."
+
+
+class BadCredentials(ServiceError):
+    message = "Wrong email or password."
+
+
+class NotAuthenticated(ServiceError):
+    message = "Authentication is required: send a valid token in the Authorization header."
 
 
 class UserService:
@@ -28,8 +36,8 @@ class UserService:
             raise EmailTaken()
         return user_id
 
-    async def authenticate(self, *, email: str, password: str) -> int:
-        """The user id for these credentials; one answer for an unknown email and a wrong password."""
+    async def sign_in(self, *, email: str, password: str) -> SignedIn:
+        """A token for these credentials; one answer for an unknown email and a wrong password."""
         await self.limits.check_login(email)
         user = await users.get_user_by_email(self.db, email)
         stored_hash = user["password_hash"] if user is not None else None
@@ -37,7 +45,16 @@ class UserService:
             await self.limits.record_failed_login(email)
             raise BadCredentials()
         assert user is not None
-        return user["id"]
+        return SignedIn(user["id"], issue_token(user["id"], self.settings), self.settings.token_lifetime_seconds)
 
-    async def exists(self, user_id: int) -> bool:
-        return await users.user_exists(self.db, user_id)
+    async def user_of_token(self, token: str | None) -> int:
+        """The id of the user the token was issued to, while that user exists."""
+        if not token:
+            raise NotAuthenticated()
+        try:
+            user_id = read_token(token, self.settings)
+        except InvalidToken:
+            raise NotAuthenticated("The token is invalid or expired.") from None
+        if not await users.user_exists(self.db, user_id):
+            raise NotAuthenticated("The user of this token no longer exists.")
+        return user_id

@@ -1,0 +1,192 @@
+"""Errors as HTTP answers: one table from each error to its status, problem type and headers.
+
+Services and the data layer raise `referral.errors.ServiceError`s that know nothing of HTTP; the
+request-reading errors below are the HTTP layer's own. `ProblemErrorHandler` renders every exception
+as RFC 9457 problem details (or, on the OAuth token route, as RFC 6749 §5.2 errors), and the OpenAPI
+document takes each operation's error statuses, descriptions and examples from the same tables.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any
+
+from sanic import Request, json
+from sanic.exceptions import SanicException
+from sanic.handlers import ErrorHandler
+from sanic.response import HTTPResponse
+
+from referral.errors import DatabaseUnavailable, DataConflict, InvalidField, RateLimited, ServiceError
+from referral.services.codes import CodeTaken, NoActiveCode
+from referral.services.referrals import AlreadyReferred, CodeNotActive, SelfReferral, UnknownCode
+from referral.services.users import BadCredentials, EmailTaken, NotAuthenticated
+
+log = logging.getLogger("referral.errors")
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+WWW_AUTHENTICATE = {"WWW-Authenticate": 'Bearer realm="referral"'}
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+class MalformedRequest(ServiceError):
+    message = "The request body is not valid JSON."
+
+
+class InvalidInput(ServiceError):
+    """Fields that break the request model; `errors` names each."""
+
+    message = "The request has invalid fields."
+
+    def __init__(self, errors: Mapping[str, str], message: str | None = None) -> None:
+        super().__init__(message)
+        self.errors = dict(errors)
+
+
+class Forbidden(ServiceError):
+    message = "You may only see your own data."
+
+
+class InvalidOAuthRequest(ServiceError):
+    message = "The token request is malformed."
+
+
+class UnsupportedGrantType(ServiceError):
+    message = "Only the password grant is supported."
+
+
+@dataclass(frozen=True)
+class ProblemType:
+    status: int
+    slug: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def type(self) -> str:
+        return f"urn:referral:problem:{self.slug}"
+
+
+PROBLEMS: dict[type[Exception], ProblemType] = {
+    MalformedRequest: ProblemType(400, "malformed-request"),
+    NotAuthenticated: ProblemType(401, "unauthorized", WWW_AUTHENTICATE),
+    BadCredentials: ProblemType(401, "bad-credentials", WWW_AUTHENTICATE),
+    Forbidden: ProblemType(403, "forbidden"),
+    UnknownCode: ProblemType(404, "unknown-code"),
+    NoActiveCode: ProblemType(404, "no-active-code"),
+    EmailTaken: ProblemType(409, "email-taken"),
+    CodeTaken: ProblemType(409, "code-taken"),
+    AlreadyReferred: ProblemType(409, "already-referred"),
+    DataConflict: ProblemType(409, "conflict"),
+    CodeNotActive: ProblemType(410, "code-not-active"),
+    InvalidInput: ProblemType(422, "validation-error"),
+    SelfReferral: ProblemType(422, "self-referral"),
+    InvalidField: ProblemType(422, "validation-error"),
+    RateLimited: ProblemType(429, "rate-limited", {"Retry-After": "60"}),
+    DatabaseUnavailable: ProblemType(503, "unavailable", {"Retry-After": "1"}),
+}
+"""Every error a client can act on: its status, its problem type and the headers its answer carries."""
+
+OAUTH_ERRORS: dict[type[Exception], tuple[int, str]] = {
+    InvalidOAuthRequest: (400, "invalid_request"),
+    UnsupportedGrantType: (400, "unsupported_grant_type"),
+    BadCredentials: (400, "invalid_grant"),
+    RateLimited: (429, "slow_down"),
+}
+"""How the OAuth token route (RFC 6749 §5.2) answers the errors it can meet; others stay problems."""
+
+TOO_LARGE = "The request is too large: a body over REQUEST_MAX_SIZE, or a URL and headers over REQUEST_MAX_HEADER_SIZE."
+
+
+def problem_type(exception: BaseException) -> ProblemType | None:
+    for cls in type(exception).__mro__:
+        if (found := PROBLEMS.get(cls)) is not None:  # type: ignore[arg-type]
+            return found
+    return None
+
+
+def oauth_error(exception: BaseException) -> tuple[int, str] | None:
+    for cls in type(exception).__mro__:
+        if (found := OAUTH_ERRORS.get(cls)) is not None:  # type: ignore[arg-type]
+            return found
+    return None
+
+
+def problem_body(
+    status: int, detail: str, *, slug: str = "", errors: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "type": f"urn:referral:problem:{slug}" if slug else "about:blank",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+    }
+    if errors:
+        body["errors"] = dict(errors)
+    return body
+
+
+def _answer_headers(found: ProblemType, exception: BaseException) -> dict[str, str]:
+    headers = dict(found.headers)
+    if isinstance(exception, RateLimited):
+        headers["Retry-After"] = str(exception.retry_after)
+    return headers
+
+
+class ProblemErrorHandler(ErrorHandler):
+    """Turns every exception into problem details: never a traceback, never an HTML page."""
+
+    def default(self, request: Request, exception: Exception) -> HTTPResponse:
+        route = request.route
+        operation = getattr(route.ctx, "operation", None) if route is not None else None
+        if operation is not None and operation.oauth_errors and (oauth := oauth_error(exception)) is not None:
+            status, error = oauth
+            headers = {**NO_STORE}
+            if isinstance(exception, RateLimited):
+                headers["Retry-After"] = str(exception.retry_after)
+            return json({"error": error, "error_description": str(exception)}, status=status, headers=headers)
+        found = problem_type(exception)
+        if found is not None:
+            if isinstance(exception, DataConflict):
+                log.warning("constraint violation on %s %s: %r", request.method, request.path, exception.__cause__)
+            elif isinstance(exception, DatabaseUnavailable):
+                log.error("database unavailable on %s %s: %r", request.method, request.path, exception.__cause__)
+            return self._problem(
+                found.status,
+                str(exception),
+                slug=found.slug,
+                errors=getattr(exception, "errors", None),
+                headers=_answer_headers(found, exception),
+            )
+        if isinstance(exception, SanicException):
+            if exception.status_code >= 500:
+                self.log(request, exception)
+            return self._problem(exception.status_code, _sanic_detail(exception), headers=exception.headers)
+        self.log(request, exception)
+        return self._problem(500, "An unexpected error occurred.")
+
+    @staticmethod
+    def _problem(
+        status: int,
+        detail: str,
+        *,
+        slug: str = "",
+        errors: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> HTTPResponse:
+        body = problem_body(status, detail, slug=slug, errors=errors)
+        return json(body, status=status, headers=dict(headers or {}), content_type=PROBLEM_CONTENT_TYPE)
+
+
+def _sanic_detail(exception: SanicException) -> str:
+    status = exception.status_code
+    if status == 404:
+        return "No such resource."
+    if status == 405:
+        return "This method is not allowed here."
+    if status == 413:  # Sanic answers 413 for an oversized request line or headers too, not only a body
+        return "The request headers are too large." if "header" in str(exception) else "The request body is too large."
+    if status == 400:
+        return "The request could not be parsed."
+    return str(exception) or HTTPStatus(status).phrase

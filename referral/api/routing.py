@@ -1,0 +1,218 @@
+"""Routes declared once: `operation(...)` registers a handler and says everything about it.
+
+A declaration names the methods (aliases included), the request model and where it is read from,
+the answers, whether a token is needed, which rate limit applies and the service errors it can
+raise. The request is checked in that order (limit, token, input) before the handler runs, and the
+OpenAPI document (`referral.api.openapi`) is derived from the same declaration.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+import orjson
+from pydantic import BaseModel, ValidationError
+from sanic import Blueprint, Request
+from sanic.response import HTTPResponse
+
+from referral.api.problems import InvalidInput, MalformedRequest
+
+if TYPE_CHECKING:
+    from referral.app import AppContext
+
+Handler = Callable[..., Awaitable[HTTPResponse]]
+Source = Literal["json", "query_or_json", "form"]
+M = TypeVar("M", bound=BaseModel)
+
+JSON = "application/json"
+FORM = "application/x-www-form-urlencoded"
+
+
+@dataclass(frozen=True, eq=False)
+class Answer:
+    """A success answer: its status, shape (a TypedDict, or `list[TypedDict]`) and description."""
+
+    status: int
+    shape: Any
+    description: str
+    headers: Mapping[str, str] = field(default_factory=dict)  # name -> description (integer values)
+
+
+@dataclass(frozen=True, eq=False)
+class Operation:
+    name: str
+    methods: tuple[str, ...]
+    summary: str
+    tag: str
+    handler: Handler
+    answers: tuple[Answer, ...]
+    input: type[BaseModel] | None = None
+    source: Source = "json"
+    secured: bool = False
+    limit: str | None = None  # the per-IP rate-limit scope
+    errors: tuple[type[Exception], ...] = ()
+    oauth_errors: bool = False  # errors answered as RFC 6749 §5.2 says, where it says how
+
+
+def operation(
+    bp: Blueprint,
+    methods: str,
+    path: str,
+    *,
+    summary: str,
+    answers: tuple[Answer, ...] | Answer,
+    input: type[BaseModel] | None = None,
+    source: Source | None = None,
+    secured: bool = False,
+    limit: str | None = None,
+    errors: tuple[type[Exception], ...] = (),
+    oauth_errors: bool = False,
+) -> Callable[[Handler], Handler]:
+    """Register the handler on `bp` for `methods` (e.g. "GET|POST") and describe it for the document.
+
+    The handler is called as `handler(request, **kwargs)` with `user_id` when `secured` and `body`
+    (an instance of `input`) when the input is read here; its docstring is the description.
+    """
+    method_list = tuple(methods.split("|"))
+
+    def decorate(handler: Handler) -> Handler:
+        op = Operation(
+            name=handler.__name__,
+            methods=method_list,
+            summary=summary,
+            tag=bp.name,
+            handler=handler,
+            answers=answers if isinstance(answers, tuple) else (answers,),
+            input=input,
+            source=source or ("query_or_json" if "GET" in method_list else "json"),
+            secured=secured,
+            limit=limit,
+            errors=errors,
+            oauth_errors=oauth_errors,
+        )
+        bp.route(path, methods=list(method_list), name=op.name, ignore_body=False, ctx_operation=op)(_endpoint(op))
+        return handler
+
+    return decorate
+
+
+def _endpoint(op: Operation) -> Handler:
+    read = _READERS[op.source] if op.input is not None else None
+    model, handler, scope, secured = op.input, op.handler, op.limit, op.secured
+    names = tuple(model.model_fields) if model is not None else ()
+
+    async def endpoint(request: Request) -> HTTPResponse:
+        ctx = request.app.ctx
+        if scope is not None and ctx.rate_limits.enabled:  # RATE_LIMIT=off: not even the address is read
+            await ctx.rate_limits.hit_ip(client_ip(request), scope)
+        kwargs: dict[str, Any] = {}
+        if secured:
+            kwargs["user_id"] = await ctx.users.user_of_token(token_from_header(request.headers.get("authorization")))
+        if read is not None and model is not None:
+            kwargs["body"] = validated(model, read(request, names))
+        return await handler(request, **kwargs)
+
+    endpoint.__name__ = endpoint.__qualname__ = op.name
+    endpoint.__doc__ = handler.__doc__
+    return endpoint
+
+
+def services(request: Request) -> AppContext:
+    """The app's long-lived objects (`referral.app.AppContext`): `services(request).codes`."""
+    return request.app.ctx
+
+
+def answer(body: Any, *, status: int = 200, headers: Mapping[str, str] | None = None) -> HTTPResponse:
+    """A JSON answer serialised by orjson (faster than Sanic's default: bench/RESULTS.md).
+
+    Only for bodies built from stored or validated data (orjson refuses lone surrogates); error
+    answers, which may quote input, go through Sanic's `json()` in `referral.api.problems`.
+    """
+    return HTTPResponse(orjson.dumps(body), status=status, headers=headers, content_type=JSON)
+
+
+# ------------------------------------------------------------------------------------------- #
+# Reading requests
+# ------------------------------------------------------------------------------------------- #
+
+
+def validated(model: type[M], data: Any) -> M:
+    """`data` checked against `model`; InvalidInput naming each bad field otherwise."""
+    if not isinstance(data, dict):
+        raise InvalidInput({"body": "must be a JSON object"}, "The request body must be a JSON object.")
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        raise InvalidInput(_field_errors(error)) from None
+
+
+def _field_errors(error: ValidationError) -> dict[str, str]:
+    fields: dict[str, str] = {}
+    for item in error.errors(include_url=False, include_input=False):
+        name = ".".join(str(part) for part in item["loc"]) or "body"
+        fields.setdefault(name, item["msg"].removeprefix("Value error, "))
+    return fields
+
+
+def json_body(request: Request, names: tuple[str, ...] = ()) -> Any:
+    """The parsed JSON body, None when there is none; MalformedRequest when it is not JSON."""
+    if not request.body:
+        return None
+    try:
+        return json.loads(request.body)
+    except (ValueError, RecursionError):
+        raise MalformedRequest() from None
+
+
+def query_or_json(request: Request, names: tuple[str, ...]) -> Any:
+    """The model's parameters from the query string when any is there, otherwise the JSON body (GET with a body)."""
+    args = query_args(request)
+    found = {name: _query_value(args[name]) for name in names if name in args}
+    if found:
+        return found
+    body = json_body(request)
+    return {} if body is None else body
+
+
+def query_args(request: Request) -> dict[str, str]:
+    """The query's parameters, the first value of each, as Sanic's `request.args` reads them.
+
+    A query of one `name=value` with nothing to decode (no `&`, `%` or `+`), as in every getcode, is
+    split here: urllib's `parse_qs` would give the same answer in several times the time.
+    """
+    query = request.query_string
+    if "&" in query or "%" in query or "+" in query:
+        return {name: values[0] for name, values in request.args.items()}
+    name, _, value = query.partition("=")
+    return {name: value} if value else {}  # blank values are dropped, as parse_qs drops them
+
+
+def _query_value(raw: str) -> Any:
+    """Query values are text: whole numbers become ints so the same model checks both forms."""
+    if raw.isascii() and raw.lstrip("-").isdigit() and len(raw) <= 19:
+        return int(raw)
+    return raw
+
+
+_READERS: dict[Source, Callable[[Request, tuple[str, ...]], Any] | None] = {
+    "json": json_body,
+    "query_or_json": query_or_json,
+    "form": None,  # the handler reads its form itself: OAuth 2.0 says how each fault is answered
+}
+
+
+def token_from_header(value: str | None) -> str | None:
+    """The token of `authorization: <jwt>` (the seed's form) or `Authorization: Bearer <jwt>`."""
+    if not value:
+        return None
+    scheme, _, rest = value.strip().partition(" ")
+    token = rest.strip() if scheme.lower() == "bearer" else value.strip()
+    return token or None
+
+
+def client_ip(request: Request) -> str:
+    """The client's address: the proxy-reported one when Sanic's proxy settings allow it."""
+    return request.remote_addr or request.ip or "unknown"
