@@ -35,13 +35,6 @@ BEARER = "BearerAuth"
 OAUTH2 = "OAuth2Password"
 TOKEN_URL = "/user/token"  # noqa: S105 - a path, not a secret
 
-TAGS = {
-    "user": "Sign up and sign in: a JWT from `/user/auth`, or an OAuth 2.0 token from `/user/token`.",
-    "refer": "Your own referral code: issue, extend, rename, delete; and look up anyone's active code by email.",
-    "referals": "Register with a referral code, and list the referrals that used your codes.",
-    "health": "Liveness of the service and its database.",
-}
-
 DESCRIPTION = """\
 Sign up, get an expiring referral code, share it, and see who registered with it.
 
@@ -80,10 +73,12 @@ EXAMPLE_FIELD_ERRORS = {"email": "is not a valid email address"}
 def openapi_document(app: Sanic, *, title: str) -> dict[str, Any]:
     schemas: dict[str, Any] = {}
     paths: dict[str, dict[str, Any]] = {}
+    tags: dict[str, str] = {}
     for route in sorted(app.router.routes, key=lambda route: route.path):
         op: Operation | None = getattr(route.ctx, "operation", None)
         if op is None:
             continue
+        tags.setdefault(op.tag, inspect.getdoc(inspect.getmodule(op.handler)) or op.tag)
         for method in op.methods:
             paths.setdefault("/" + route.path, {})[method.lower()] = _operation(op, method, schemas)
     for shape in (Problem, OAuthError):
@@ -91,7 +86,7 @@ def openapi_document(app: Sanic, *, title: str) -> dict[str, Any]:
     return {
         "openapi": "3.0.3",
         "info": {"title": title, "version": API_VERSION, "description": DESCRIPTION},
-        "tags": [{"name": name, "description": text} for name, text in TAGS.items()],
+        "tags": [{"name": name, "description": text} for name, text in tags.items()],
         "paths": paths,
         "components": {"schemas": dict(sorted(schemas.items())), "securitySchemes": SECURITY_SCHEMES},
     }
@@ -101,7 +96,7 @@ def _operation(op: Operation, method: str, schemas: dict[str, Any]) -> dict[str,
     primary = method == op.methods[0]
     body_form = method != "GET" and "GET" in op.methods
     document: dict[str, Any] = {
-        "operationId": f"{op.tag}_{op.name}" if primary else f"{op.tag}_{op.name}_{method.lower()}",
+        "operationId": op.name if primary else f"{op.name}_{method.lower()}",
         "summary": op.summary + (" (JSON body)" if body_form else ""),
         "description": inspect.getdoc(op.handler) or op.summary,
         "tags": [op.tag],
@@ -109,7 +104,7 @@ def _operation(op: Operation, method: str, schemas: dict[str, Any]) -> dict[str,
     has_json_body = False
     if op.input is not None:
         ref = _schema_ref(op.input, schemas)
-        example = op.input.model_json_schema().get("example")
+        example = example_of(ref, schemas)
         if method == "GET":
             document["parameters"] = _query_parameters(schemas[op.input.__name__])
         else:
@@ -175,10 +170,9 @@ def _success(shape: Any, description: str, headers: dict[str, str], schemas: dic
     if get_origin(shape) is list:
         [item] = get_args(shape)
         schema: dict[str, Any] = {"type": "array", "items": _schema_ref(item, schemas)}
-        example: Any = [_example(item)]
     else:
-        schema, example = _schema_ref(shape, schemas), _example(shape)
-    response = _media(description, schema, example)
+        schema = _schema_ref(shape, schemas)
+    response = _media(description, schema, example_of(schema, schemas))
     if headers:
         response["headers"] = {
             name: {"description": text, "schema": {"type": "integer", "minimum": 0}} for name, text in headers.items()
@@ -190,8 +184,22 @@ def _media(description: str, schema: dict[str, Any], example: Any) -> dict[str, 
     return {"description": description, "content": {JSON: {"schema": schema, "example": example}}}
 
 
-def _example(shape: Any) -> Any:
-    return TypeAdapter(shape).json_schema().get("example")
+def example_of(schema: dict[str, Any], schemas: dict[str, Any]) -> Any:
+    """An example assembled from the fields' own: required fields, and optional ones with a default."""
+    if "$ref" in schema:
+        return example_of(schemas[schema["$ref"].rsplit("/", 1)[1]], schemas)
+    if "example" in schema:
+        return schema["example"]
+    if "enum" in schema:
+        return schema["enum"][0]
+    if schema.get("type") == "array":
+        return [example_of(schema["items"], schemas)]
+    required = set(schema.get("required", ()))
+    return {
+        name: prop["default"] if "default" in prop else example_of(prop, schemas)
+        for name, prop in schema.get("properties", {}).items()
+        if name in required or prop.get("default") is not None
+    }
 
 
 def _query_parameters(schema: dict[str, Any]) -> list[dict[str, Any]]:

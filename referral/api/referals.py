@@ -31,7 +31,7 @@ bp = Blueprint("referals", url_prefix="/referals")
     limit="referals/register",
     errors=(UnknownCode, CodeNotActive, AlreadyReferred, EmailTaken, SelfReferral),
 )
-async def register(request: Request, body: ReferralRegistration) -> HTTPResponse:
+async def register_referral(request: Request, body: ReferralRegistration) -> HTTPResponse:
     """Register an email as a referral of the code's owner. With `password` it also becomes a user who can sign in.
 
     The code must be active: 404 for a code never issued, 410 for an expired or deleted one.

@@ -24,7 +24,7 @@ TOKEN_FORM_FIELDS = ("grant_type", "username", "password")
     limit="register",
     errors=(EmailTaken,),
 )
-async def register(request: Request, body: Credentials) -> HTTPResponse:
+async def register_user(request: Request, body: Credentials) -> HTTPResponse:
     """Create an account. The email is stored trimmed and lower-cased; 409 when it is taken."""
     user_id = await services(request).users.register(email=body.email, password=body.password)
     return answer({"user_id": user_id}, status=201)
