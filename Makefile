@@ -1,23 +1,34 @@
 # Two commands on a fresh machine: `make refers-run` (serve on SQLite, no .env needed) and `make test`.
+# `make venv` / `make refers-run` install requirements.txt, the runtime alone; `make test`, `lint`,
+# `format` and `bench` add requirements-dev.txt (tests, lint, fuzzing, browser test, benchmark).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed-requirements
+INSTALLED_DEV := $(VENV)/.installed-dev
+PIP_INSTALL := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 # ReDoc for /docs/redoc, unpacked from the npm package (no PyPI package ships it without Django).
 REDOC_VERSION := 2.5.4
 REDOC_SHA512 := M6jWhG1qoBnH6TFmzJnstyCZ87HmOY/UzDm78mHiYihEdlV/YcS9ogOo1NlElnJMeLsyxHFe2yFc4sNjHTrABQ==
 REDOC := $(VENV)/share/redoc/.installed-$(REDOC_VERSION)
 
-.PHONY: venv migrate refers-run run test lint format
+.PHONY: venv venv-dev migrate refers-run run test lint format bench
 
 venv: $(INSTALLED) $(REDOC)
+
+venv-dev: $(INSTALLED_DEV) $(REDOC)
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
+# A stamp is touched only when its install finished: an interrupted install is run again.
 $(INSTALLED): requirements.txt | $(BIN)/python
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PIP_INSTALL) -r requirements.txt
 	touch $@
+
+$(INSTALLED_DEV): requirements-dev.txt requirements.txt | $(BIN)/python
+	$(PIP_INSTALL) -r requirements-dev.txt
+	touch $(INSTALLED) $@
 
 $(REDOC): | $(BIN)/python
 	@if ! command -v npm >/dev/null 2>&1; then \
@@ -39,19 +50,18 @@ refers-run: migrate
 
 run: refers-run
 
-test: venv
+test: venv-dev
 	$(BIN)/python -m pytest $(ARGS)
 
-lint: venv
+lint: venv-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-format: venv
+format: venv-dev
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
 # Throughput, latency, scale and memory against a bare-Sanic ceiling (see bench/RESULTS.md):
 # `make bench` on SQLite, `make bench ARGS=--pg` on PostgreSQL, `ARGS="--users 1000000"`, `ARGS=--help`.
-.PHONY: bench
-bench: venv
+bench: venv-dev
 	$(BIN)/python -m bench $(ARGS)
