@@ -9,10 +9,14 @@ VENV_CFG := $(VENV)/pyvenv.cfg
 INSTALLED := $(VENV)/.installed-requirements
 INSTALLED_DEV := $(VENV)/.installed-dev
 PIP_INSTALL := $(BIN)/python -m pip install --quiet --disable-pip-version-check
-# ReDoc for /docs/redoc, unpacked from the npm package (no PyPI package ships it without Django).
+# ReDoc for /docs/redoc, unpacked from the npm package (no PyPI package ships it without Django) into
+# the path referral/api/docs.py reads. Optional: without it the set-up goes on and Swagger UI works.
+NPM ?= npm
 REDOC_VERSION := 2.5.4
+# npm's `integrity` of the tarball (npm view redoc@2.5.4 dist.integrity): sha512, base64
 REDOC_SHA512 := M6jWhG1qoBnH6TFmzJnstyCZ87HmOY/UzDm78mHiYihEdlV/YcS9ogOo1NlElnJMeLsyxHFe2yFc4sNjHTrABQ==
-REDOC := $(VENV)/share/redoc/.installed-$(REDOC_VERSION)
+REDOC_DIR := $(VENV)/share/redoc
+REDOC := $(REDOC_DIR)/.installed-$(REDOC_VERSION)
 
 # Print the version ("3.11.7") of the python running them; fail when it is older than 3.11 (or, in the
 # venv, has no pip: an interrupted `python -m venv`).
@@ -60,17 +64,34 @@ $(INSTALLED_DEV): requirements-dev.txt requirements.txt $(VENV_CFG)
 	$(PIP_INSTALL) -r requirements-dev.txt
 	touch $(INSTALLED) $@
 
+# Any failure prints one line, "ReDoc unavailable: <reason>; Swagger UI works", and the set-up goes on
+# (and tries again next time). npm without retries and with a timeout, so that an unreachable registry
+# costs seconds, not minutes.
 $(REDOC): $(VENV_CFG)
-	@if ! command -v npm >/dev/null 2>&1; then \
-		echo "note: npm not found, so /docs/redoc has no ReDoc (Swagger UI at /docs/swagger works)"; \
-	else \
-		rm -rf $(@D) && mkdir -p $(@D)/tmp && \
-		(cd $(@D)/tmp && npm pack --silent redoc@$(REDOC_VERSION) >/dev/null) && \
-		test "$$(openssl dgst -sha512 -binary $(@D)/tmp/redoc-$(REDOC_VERSION).tgz | base64 -w0)" = "$(REDOC_SHA512)" && \
-		tar -xzf $(@D)/tmp/redoc-$(REDOC_VERSION).tgz -C $(@D) --strip-components=2 \
-			package/bundles/redoc.standalone.js package/bundles/redoc.standalone.js.LICENSE.txt && \
-		rm -rf $(@D)/tmp && touch $@; \
-	fi
+	@tmp=$(REDOC_DIR)/tmp; tgz=$$tmp/redoc-$(REDOC_VERSION).tgz; why=; \
+	rm -rf $$tmp && mkdir -p $$tmp || why="cannot write $(REDOC_DIR)"; \
+	if [ -z "$$why" ] && ! command -v $(NPM) >/dev/null 2>&1; then why="npm not found"; fi; \
+	if [ -z "$$why" ] && ! command -v openssl >/dev/null 2>&1; then why="openssl (to check its sha512) not found"; fi; \
+	if [ -z "$$why" ]; then \
+		(cd $$tmp && $(NPM) pack --loglevel=error --fetch-retries=0 --fetch-timeout=20000 \
+			redoc@$(REDOC_VERSION) >/dev/null 2>npm.log); status=$$?; \
+		if [ $$status -ne 0 ]; then \
+			msg=$$(sed -n -e 's/^npm error //p' -e 's/^npm ERR! //p' $$tmp/npm.log \
+				| grep -v -E '^(code|errno|syscall) |^ *$$' | head -n 1 | sed 's/\.$$//'); \
+			why="npm pack redoc@$(REDOC_VERSION) failed: $${msg:-exit status $$status}"; \
+		fi; \
+	fi; \
+	if [ -z "$$why" ] && [ "$$(openssl dgst -sha512 -binary $$tgz | openssl base64 -A)" != "$(REDOC_SHA512)" ]; then \
+		why="redoc-$(REDOC_VERSION).tgz does not match its sha512"; fi; \
+	if [ -z "$$why" ] && ! tar -xzf $$tgz -C $$tmp \
+		package/bundles/redoc.standalone.js package/bundles/redoc.standalone.js.LICENSE.txt; then \
+		why="cannot unpack redoc-$(REDOC_VERSION).tgz"; fi; \
+	if [ -z "$$why" ]; then \
+		mv -f $$tmp/package/bundles/redoc.standalone.js $$tmp/package/bundles/redoc.standalone.js.LICENSE.txt \
+			$(REDOC_DIR)/ && rm -f $(REDOC_DIR)/.installed-* && touch $@ || why="cannot write $(REDOC_DIR)"; \
+	fi; \
+	rm -rf $$tmp; \
+	if [ -n "$$why" ]; then echo "ReDoc unavailable: $$why; Swagger UI works"; fi
 
 FORCE:
 
