@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -13,9 +12,10 @@ from sanic import Sanic
 from referral.app import ReferralApp, create_app
 from referral.config import Settings, load_settings
 from referral.db.tables import referral_code, utcnow
-from tests.databases import PostgresDatabase, SQLiteTemplate, postgres_reachable
+from tests.databases import PostgresDatabase, SQLiteTemplate
 from tests.factories import Factory
 from tests.live import LiveClient
+from tests.support import POSTGRES_SERVER_URL, postgres_reachable, require
 
 Sanic.test_mode = True
 
@@ -30,12 +30,14 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> SQLiteTemplate:
 
 
 @pytest.fixture(scope="session")
-def postgres_database() -> Iterator[PostgresDatabase]:
-    problem = postgres_reachable()
-    if problem is not None:
-        if os.environ.get("REQUIRE_POSTGRES") == "1":
-            pytest.fail(f"REQUIRE_POSTGRES=1 but {problem}")
-        pytest.skip(problem)
+def postgres_server() -> str:
+    """The test PostgreSQL server's URL; skipped when it is unreachable, failed under REQUIRE_POSTGRES=1."""
+    require("postgres", postgres_reachable())
+    return POSTGRES_SERVER_URL
+
+
+@pytest.fixture(scope="session")
+def postgres_database(postgres_server: str) -> Iterator[PostgresDatabase]:
     database = PostgresDatabase()
     yield database
     database.drop()
@@ -78,10 +80,8 @@ def app(settings: Settings) -> ReferralApp:
 
 @pytest.fixture
 def api(app: ReferralApp) -> Iterator[LiveClient]:
-    client = LiveClient(app)
-    client.start()
-    yield client
-    client.stop()
+    with LiveClient(app) as client:
+        yield client
 
 
 @pytest.fixture

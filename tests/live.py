@@ -7,24 +7,16 @@ per test, and requests can be sent one by one or many at once (`gather`) to test
 from __future__ import annotations
 
 import asyncio
-import socket
-import subprocess
-import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 from sanic import Sanic
 from sanic_testing.reusable import ReusableClient
 
+from tests.support import free_port
+
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class LiveClient:
@@ -43,6 +35,13 @@ class LiveClient:
         if self.http is not None:
             self.run(self.http.aclose())
         self._server.stop()
+
+    def __enter__(self) -> LiveClient:
+        self.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
 
     def run(self, awaitable: Awaitable[T]) -> T:
         return self._server._loop.run_until_complete(awaitable)
@@ -74,24 +73,3 @@ class LiveClient:
                 await asyncio.gather(*(client.aclose() for client in clients))
 
         return self.run(send_all())
-
-
-def wait_until_healthy(
-    base_url: str, process: subprocess.Popen, *, seconds: float = 30, log: Path | None = None
-) -> None:
-    """Poll `/health` of a server started as `process` until it answers 200; RuntimeError otherwise."""
-
-    def failure(what: str) -> RuntimeError:
-        return RuntimeError(what + (f":\n{log.read_text()}" if log is not None else ""))
-
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise failure(f"the server exited early with {process.returncode}")
-        try:
-            if httpx.get(f"{base_url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise failure(f"the server did not answer within {seconds:g} s")

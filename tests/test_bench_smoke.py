@@ -8,7 +8,6 @@ skipped when PostgreSQL is unreachable, a failure then under REQUIRE_POSTGRES=1.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -16,9 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.databases import POSTGRES_SERVER_URL, postgres_reachable
+from tests.support import ROOT, sqlalchemy_url
 
-ROOT = Path(__file__).resolve().parent.parent
 ENDPOINT_ROWS = (
     "ceiling: bare Sanic",
     "getcode (cache hot)",
@@ -71,12 +69,6 @@ def test_bench_on_sqlite(tmp_path: Path) -> None:
     assert "stock `databases` SQLite backend vs ours" in report
 
 
-def test_bench_on_postgres(tmp_path: Path) -> None:
-    problem = postgres_reachable()
-    if problem is not None:
-        if os.environ.get("REQUIRE_POSTGRES") == "1":
-            pytest.fail(f"REQUIRE_POSTGRES=1 but {problem}")
-        pytest.skip(problem)
-    admin_url = POSTGRES_SERVER_URL.replace("postgresql://", "postgresql+asyncpg://", 1)
-    report = run_bench(tmp_path, "--pg", "--pg-admin-url", admin_url)
+def test_bench_on_postgres(tmp_path: Path, postgres_server: str) -> None:
+    report = run_bench(tmp_path, "--pg", "--pg-admin-url", sqlalchemy_url(postgres_server))
     check_report(report, "pg", tmp_path)

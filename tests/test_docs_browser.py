@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from tests.schemathesis.run import fresh_database, live_server
+from tests.support import require
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -49,11 +50,7 @@ def browser_problem() -> str | None:
 
 @pytest.fixture(scope="module")
 def docs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    problem = browser_problem()
-    if problem is not None:
-        if os.environ.get("REQUIRE_BROWSER") == "1":
-            pytest.fail(f"REQUIRE_BROWSER=1 but {problem}")
-        pytest.skip(problem)
+    require("browser", browser_problem())
     workdir = tmp_path_factory.mktemp("docs-server")
     with fresh_database("sqlite", workdir) as url, live_server(url, workdir) as base_url:
         yield base_url

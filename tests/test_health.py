@@ -11,8 +11,9 @@ import pytest
 
 from referral.app import create_app
 from referral.config import Settings
-from tests.live import LiveClient, free_port
+from tests.live import LiveClient
 from tests.problems import assert_problem
+from tests.support import free_port
 
 
 def test_health_answers_when_the_database_does(api):
@@ -64,11 +65,9 @@ def proxied(settings: Settings) -> Iterator[tuple[LiveClient, TcpProxy]]:
     parts = urlsplit(settings.database_url)
     proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
     proxied_url = settings.database_url.replace(f"{parts.hostname}:{parts.port}", f"127.0.0.1:{proxy.port}")
-    client = LiveClient(create_app(settings=settings.with_overrides(database_url=proxied_url)))
-    client.start()
-    client.run(proxy.start())
-    yield client, proxy
-    client.stop()
+    with LiveClient(create_app(settings=settings.with_overrides(database_url=proxied_url))) as client:
+        client.run(proxy.start())
+        yield client, proxy
 
 
 @pytest.mark.postgres_only
@@ -102,10 +101,6 @@ def test_starts_while_the_database_is_down(settings):
     unreachable = settings.with_overrides(
         database_url=f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/nothing_here"
     )
-    client = LiveClient(create_app(settings=unreachable))
-    client.start()
-    try:
+    with LiveClient(create_app(settings=unreachable)) as client:
         assert_problem(client.get("/health"), 503)
         assert_problem(client.post("/user/auth", json={"email": "a@example.com", "password": "password1"}), 503)
-    finally:
-        client.stop()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +13,8 @@ from alembic.migration import MigrationContext
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from referral.db.tables import metadata, utcnow
-from tests.databases import POSTGRES_SERVER_URL, PostgresDatabase, downgrade, migrate
+from tests.databases import downgrade, migrate
+from tests.support import ThrowawayPostgres
 
 TABLES = {"user", "referral_code", "referral", "referral_count", "alembic_version"}
 
@@ -24,12 +24,9 @@ def empty_database(backend: str, request: pytest.FixtureRequest, tmp_path: Path)
     if backend == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}", None
         return
-    request.getfixturevalue("postgres_database")  # skips or fails when PostgreSQL is unreachable
-    name = f"referral_migrate_{secrets.token_hex(4)}"
-    asyncio.run(PostgresDatabase._admin(f'CREATE DATABASE "{name}"'))
-    server = POSTGRES_SERVER_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
-    yield f"{server}/{name}", "custom_schema"
-    asyncio.run(PostgresDatabase._admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    request.getfixturevalue("postgres_server")  # skips or fails when PostgreSQL is unreachable
+    with ThrowawayPostgres("referral_migrate") as database:
+        yield database.url, "custom_schema"
 
 
 def inspect(url: str, schema: str | None, action):

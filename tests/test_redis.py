@@ -16,6 +16,7 @@ from referral.db.tables import referral_code, utcnow
 from tests.factories import Factory, random_email
 from tests.live import LiveClient
 from tests.problems import assert_problem
+from tests.support import require
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
@@ -35,23 +36,14 @@ def redis_url() -> str:
     try:
         asyncio.run(_flush())
     except (aioredis.RedisError, OSError) as error:
-        if os.environ.get("REQUIRE_REDIS") == "1":
-            pytest.fail(f"REQUIRE_REDIS=1 but Redis at {REDIS_URL} is unreachable: {error!r}")
-        pytest.skip(f"Redis at {REDIS_URL} is unreachable: {error!r}")
+        require("redis", f"Redis at {REDIS_URL} is unreachable: {error!r}")
     return REDIS_URL
-
-
-def started(settings: Settings) -> LiveClient:
-    client = LiveClient(create_app(settings=settings))
-    client.start()
-    return client
 
 
 @pytest.fixture
 def shared_api(settings: Settings, redis_url: str) -> Iterator[LiveClient]:
-    client = started(settings.with_overrides(redis_url=redis_url))
-    yield client
-    client.stop()
+    with LiveClient(create_app(settings=settings.with_overrides(redis_url=redis_url))) as client:
+        yield client
 
 
 def test_an_invalidation_from_another_worker_drops_the_cached_code(shared_api):
@@ -106,14 +98,8 @@ def test_writes_announce_their_invalidations(shared_api):
 
 def test_rate_limits_are_shared_between_instances(settings, redis_url):
     limited = settings.with_overrides(redis_url=redis_url, rate_limit=True, rate_limit_ip="3/minute")
-    first = started(limited)
-    try:
+    with LiveClient(create_app(settings=limited)) as first:
         for _ in range(3):
             assert first.get("/refer/getcode", params={"email": random_email()}).status_code == 404
-    finally:
-        first.stop()
-    second = started(limited)  # a fresh process memory: only Redis remembers the three requests
-    try:
+    with LiveClient(create_app(settings=limited)) as second:  # a fresh memory: only Redis remembers the three
         assert_problem(second.get("/refer/getcode", params={"email": random_email()}), 429)
-    finally:
-        second.stop()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -12,8 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.databases import ROOT, SQLiteTemplate
-from tests.live import free_port, wait_until_healthy
+from tests.databases import SQLiteTemplate
+from tests.support import ROOT, free_port, stop_server, wait_until_healthy
 
 SANIC = Path(sys.executable).parent / "sanic"
 
@@ -47,12 +46,7 @@ def serve(sqlite_template: SQLiteTemplate, tmp_path: Path) -> Iterator:
 
     yield start
     for process in processes:
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:  # Sanic's main process can miss a SIGTERM sent right after start
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=5)
+        stop_server(process, seconds=5)
 
 
 def test_python_dash_m_referral_serves_with_two_workers_sharing_a_generated_secret(serve):

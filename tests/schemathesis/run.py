@@ -15,11 +15,9 @@ first 120 a minute, and the operations behind the limiter would go untested).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -29,8 +27,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.databases import POSTGRES_SERVER_URL, PostgresDatabase
-from tests.live import free_port, wait_until_healthy
+from tests.support import ThrowawayPostgres, free_port, stop_server, wait_until_healthy
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = Path(__file__).resolve().parent / "schemathesis.toml"
@@ -47,13 +44,8 @@ def fresh_database(backend: str, workdir: Path) -> Iterator[str]:
     if backend == "sqlite":
         yield f"sqlite+aiosqlite:///{workdir / 'fuzz.db'}"
         return
-    name = f"referral_fuzz_{secrets.token_hex(4)}"
-    asyncio.run(PostgresDatabase._admin(f'CREATE DATABASE "{name}"'))
-    try:
-        server = POSTGRES_SERVER_URL.rsplit("/", 1)[0]
-        yield f"{server}/{name}".replace("postgresql://", "postgresql+asyncpg://", 1)
-    finally:
-        asyncio.run(PostgresDatabase._admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with ThrowawayPostgres("referral_fuzz") as database:
+        yield database.url
 
 
 @contextmanager
@@ -86,12 +78,7 @@ def live_server(database_url: str, workdir: Path) -> Iterator[str]:
         wait_until_healthy(base_url, server, seconds=30, log=log_path)
         yield base_url
     finally:
-        server.send_signal(signal.SIGINT)
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop_server(server, seconds=15)
         errors = [line for line in log_path.read_text(errors="replace").splitlines() if "Traceback" in line]
         print(f"server log: {log_path} ({len(errors)} tracebacks)")
 
