@@ -26,8 +26,6 @@ from bench.seed import (
     BENCH_PASSWORD,
     SeedPlan,
     code_of,
-    create_pg_database,
-    drop_pg_database,
     migrate,
     seed_pg,
     seed_sqlite,
@@ -36,6 +34,7 @@ from bench.seed import (
 from bench.servers import Server
 from referral.config import Settings
 from referral.security import issue_token
+from tests.support import ThrowawayPostgres
 
 BENCH_DIR = Path(__file__).resolve().parent
 MAX_USERS = 1_000_000
@@ -132,7 +131,7 @@ class Bench:
         self.wrk = wrk
         self.secret = secrets.token_urlsafe(48)
         self.results = Results(options, datetime.now(UTC))
-        self.pg_databases: list[str] = []
+        self.pg_databases: list[ThrowawayPostgres] = []
         self.password_hash = ""
 
     # -- databases -------------------------------------------------------------------------------
@@ -145,9 +144,9 @@ class Bench:
             migrate(url)
             seed_sqlite(path, plan, self.password_hash, label=name)
         else:
-            db_name = f"referral_bench_{os.getpid()}_{name}"
-            url = create_pg_database(self.o.pg_admin_url, db_name)
-            self.pg_databases.append(db_name)
+            database = ThrowawayPostgres(server_url=self.o.pg_admin_url, name=f"referral_bench_{os.getpid()}_{name}")
+            self.pg_databases.append(database)
+            url = database.url
             migrate(url)
             seed_pg(url, plan, self.password_hash, label=name)
         return url
@@ -155,8 +154,8 @@ class Bench:
     def cleanup(self) -> None:
         if self.o.keep:
             return
-        for name in self.pg_databases:
-            drop_pg_database(self.o.pg_admin_url, name)
+        for database in self.pg_databases:
+            database.drop()
         shutil.rmtree(self.o.workdir, ignore_errors=True)
 
     # -- servers ---------------------------------------------------------------------------------

@@ -27,8 +27,8 @@ from tqdm import tqdm
 
 from referral.db.tables import referral, referral_code, referral_count, user
 from referral.security import _hash_sync
+from tests.support import ROOT, asyncpg_url
 
-ROOT = Path(__file__).resolve().parent.parent
 BENCH_PASSWORD = "bench-password-1"  # noqa: S105 (a throwaway password of throwaway users)
 CHUNK = 20_000
 
@@ -136,13 +136,9 @@ def seed_sqlite(path: Path, plan: SeedPlan, password_hash: str, *, label: str) -
         connection.close()
 
 
-def asyncpg_dsn(database_url: str) -> str:
-    return database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
-
-
 async def _seed_pg(database_url: str, plan: SeedPlan, password_hash: str, label: str) -> None:
     rows = SeedRows(plan, password_hash, datetime.now(UTC))
-    connection = await asyncpg.connect(asyncpg_dsn(database_url))
+    connection = await asyncpg.connect(asyncpg_url(database_url))
     try:
         with tqdm(total=plan.rows, unit="rows", unit_scale=True, desc=f"seed {label}", mininterval=0.5) as bar:
             for table, columns, kind in TABLES:
@@ -161,22 +157,3 @@ async def _seed_pg(database_url: str, plan: SeedPlan, password_hash: str, label:
 
 def seed_pg(database_url: str, plan: SeedPlan, password_hash: str, *, label: str) -> None:
     asyncio.run(_seed_pg(database_url, plan, password_hash, label))
-
-
-async def _admin(admin_url: str, statement: str) -> None:
-    connection = await asyncpg.connect(asyncpg_dsn(admin_url))
-    try:
-        await connection.execute(statement)
-    finally:
-        await connection.close()
-
-
-def create_pg_database(admin_url: str, name: str) -> str:
-    """Create the throwaway database `name` next to `admin_url`'s and return its URL."""
-    asyncio.run(_admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    asyncio.run(_admin(admin_url, f'CREATE DATABASE "{name}"'))
-    return admin_url.rsplit("/", 1)[0] + "/" + name
-
-
-def drop_pg_database(admin_url: str, name: str) -> None:
-    asyncio.run(_admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

@@ -3,25 +3,15 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import psutil
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.support import ROOT, free_port, stop_server, wait_until_healthy
 
 
 def _peak_rss_kib(pid: int) -> int:
@@ -65,17 +55,11 @@ class Server:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.process.returncode}: see {self.log}")
-            with contextlib.suppress(OSError), urllib.request.urlopen(f"{self.url}/health", timeout=2) as answer:  # noqa: S310
-                if answer.status == 200:
-                    break
-            time.sleep(0.2)
-        else:
+        try:
+            wait_until_healthy(self.url, self.process, seconds=timeout)
+        except RuntimeError as error:
             self.stop()
-            raise RuntimeError(f"{self.name} did not answer /health within {timeout:.0f} s: see {self.log}")
+            raise RuntimeError(f"{self.name}: {error}: see {self.log}") from None
         self._watching = True
         self._watcher = threading.Thread(target=self._watch, daemon=True)
         self._watcher.start()
@@ -108,12 +92,7 @@ class Server:
         if self.process is None or self.process.poll() is not None:
             return
         self._sample()
-        self.process.send_signal(signal.SIGINT)
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        stop_server(self.process, seconds=20)
 
     def __enter__(self) -> Server:
         return self.start()
