@@ -12,14 +12,14 @@ from tests.factories import random_email
 from tests.live import LiveClient
 from tests.problems import assert_problem
 
+TIMES = 10  # requests of each kind, ten times the limit of one a minute
+
 
 @pytest.fixture
 def limited_api(settings: Settings) -> Iterator[LiveClient]:
     limited = settings.with_overrides(rate_limit=True, rate_limit_ip="5/minute", rate_limit_login="3/minute")
-    client = LiveClient(create_app(settings=limited))
-    client.start()
-    yield client
-    client.stop()
+    with LiveClient(create_app(settings=limited)) as client:
+        yield client
 
 
 @pytest.mark.parametrize(
@@ -57,10 +57,10 @@ def test_per_ip_limit_on_the_token_endpoint_answers_in_oauth_form(limited_api):
 @pytest.mark.sqlite_only
 def test_scopes_are_counted_apart(limited_api):
     for _ in range(5):
-        limited_api.get("/refer/getcode", params={"email": random_email()})
-    assert (
-        limited_api.post("/user/register", json={"email": random_email(), "password": "password1"}).status_code == 201
-    )
+        assert limited_api.get("/refer/getcode", params={"email": random_email()}).status_code == 404
+    assert_problem(limited_api.get("/refer/getcode", params={"email": random_email()}), 429)
+    answer = limited_api.post("/user/register", json={"email": random_email(), "password": "password1"})
+    assert answer.status_code == 201, answer.text
 
 
 def test_failed_logins_lock_the_email_only(limited_api):
@@ -70,18 +70,35 @@ def test_failed_logins_lock_the_email_only(limited_api):
         assert_problem(limited_api.post("/user/auth", json={"email": email, "password": "wrong-password"}), 401)
     locked = limited_api.post("/user/auth", json={"email": email.upper(), "password": password})
     assert_problem(locked, 429)
-    other = random_email()
-    limited_api.post("/refer/getcode", json={"email": other})  # keeps the per-IP count apart from logins
-    assert_problem(limited_api.post("/user/auth", json={"email": other, "password": "wrong-password"}), 401)
+    assert_problem(limited_api.post("/user/auth", json={"email": random_email(), "password": "wrong-password"}), 401)
 
 
-def test_successful_logins_do_not_count(limited_api, settings):
+def test_successful_logins_do_not_count(limited_api):
     email, password = random_email(), "right-password"
     limited_api.post("/user/register", json={"email": email, "password": password})
     for _ in range(4):
         assert limited_api.post("/user/auth", json={"email": email, "password": password}).status_code == 200
 
 
-def test_off_switch(api):
-    for _ in range(30):
-        assert api.get("/refer/getcode", params={"email": "a@example.com"}).status_code == 404
+def past_one_a_minute(settings: Settings, *, rate_limit: bool) -> tuple[list[int], list[int]]:
+    """Statuses of TIMES getcode requests, then TIMES failed logins of one email, under limits of one a minute."""
+    tight = settings.with_overrides(rate_limit=rate_limit, rate_limit_ip="1/minute", rate_limit_login="1/minute")
+    with LiveClient(create_app(settings=tight)) as api:
+        email = random_email()
+        assert api.post("/user/register", json={"email": email, "password": "right-password"}).status_code == 201
+        getcode = [api.get("/refer/getcode", params={"email": email}).status_code for _ in range(TIMES)]
+        wrong = {"email": email, "password": "wrong-password"}
+        logins = [api.post("/user/auth", json=wrong).status_code for _ in range(TIMES)]
+    return getcode, logins
+
+
+def test_off_switch(settings):
+    getcode, logins = past_one_a_minute(settings, rate_limit=False)
+    assert getcode == [404] * TIMES
+    assert logins == [401] * TIMES
+
+
+def test_the_same_limits_apply_when_switched_on(settings):
+    getcode, logins = past_one_a_minute(settings, rate_limit=True)
+    assert getcode == [404] + [429] * (TIMES - 1)
+    assert logins == [401] + [429] * (TIMES - 1)
