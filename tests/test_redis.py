@@ -53,6 +53,7 @@ def test_an_invalidation_from_another_worker_drops_the_cached_code(shared_api):
     assert shared_api.get("/refer/getcode", params={"email": owner.email}).status_code == 200  # cached now
     retire = referral_code.update().where(referral_code.c.user_id == owner.id).values(retired_at=utcnow())
     shared_api.run(shared_api.app.ctx.db.execute(retire))  # another worker deletes the code...
+    assert shared_api.get("/refer/getcode", params={"email": owner.email}).status_code == 200  # still cached
 
     async def announce() -> None:  # ...and announces it
         client = aioredis.from_url(REDIS_URL)
