@@ -15,7 +15,7 @@ from referral.db.tables import referral_code, utcnow
 from tests.databases import PostgresDatabase, SQLiteTemplate
 from tests.factories import Factory
 from tests.live import LiveClient
-from tests.support import POSTGRES_SERVER_URL, postgres_reachable, require
+from tests.support import POSTGRES_SERVER_URL, postgres_reachable, redoc_problem, require
 
 Sanic.test_mode = True
 
@@ -82,6 +82,12 @@ def app(settings: Settings) -> ReferralApp:
 def api(app: ReferralApp) -> Iterator[LiveClient]:
     with LiveClient(app) as client:
         yield client
+
+
+@pytest.fixture
+def redoc_installed() -> None:
+    """Skips when `make venv` had no npm to fetch ReDoc with; a failure under REQUIRE_BROWSER=1 (CI)."""
+    require("browser", redoc_problem())
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import secrets
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -29,6 +30,15 @@ def require(what: str, problem: str | None) -> None:
     if os.environ.get(variable) == "1":
         pytest.fail(f"{variable}=1 but {problem}")
     pytest.skip(problem)
+
+
+def redoc_problem() -> str | None:
+    """None when ReDoc is where the service reads it from; `make venv` puts it there only when npm is found."""
+    configured = os.environ.get("SANIC_DOCS_REDOC_JS")
+    path = Path(configured) if configured else Path(sys.prefix) / "share" / "redoc" / "redoc.standalone.js"
+    if path.is_file():
+        return None
+    return f"ReDoc is not installed at {path} (`make venv` with npm installs it)"
 
 
 def free_port() -> int:

@@ -4,7 +4,8 @@ Headless Debian Chromium (`/usr/bin/chromium`) driven by Playwright, against `py
 fresh SQLite database. The pages must load everything from the service itself: any request to
 another origin is recorded, refused, and fails the test. Screenshots land in the test's tmp_path.
 
-Skipped when Chromium is not installed, unless REQUIRE_BROWSER=1 (CI), where that is a failure.
+Skipped when Chromium is not installed or `make venv` had no npm to fetch ReDoc with, unless
+REQUIRE_BROWSER=1 (CI), where that is a failure.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import httpx
 import pytest
 
 from tests.schemathesis.run import fresh_database, live_server
-from tests.support import require
+from tests.support import redoc_problem, require
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -50,7 +51,7 @@ def browser_problem() -> str | None:
 
 @pytest.fixture(scope="module")
 def docs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    require("browser", browser_problem())
+    require("browser", browser_problem() or redoc_problem())
     workdir = tmp_path_factory.mktemp("docs-server")
     with fresh_database("sqlite", workdir) as url, live_server(url, workdir) as base_url:
         yield base_url
