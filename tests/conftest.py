@@ -10,8 +10,9 @@ import pytest
 from sanic import Sanic
 
 from referral.app import ReferralApp, create_app
+from referral.clock import utcnow
 from referral.config import Settings, load_settings
-from referral.db.tables import referral_code, utcnow
+from referral.db.tables import referral_code
 from tests.databases import PostgresDatabase, SQLiteTemplate
 from tests.factories import Factory
 from tests.live import LiveClient

@@ -12,7 +12,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from referral.db.tables import metadata, utcnow
+from referral.clock import utcnow
+from referral.db.tables import metadata
 from tests.databases import downgrade, migrate
 from tests.support import ThrowawayPostgres
 

@@ -234,7 +234,7 @@ def test_docs_pages_load_only_assets_of_the_service(api):
         assert len(answer.content) > 100, name
 
 
-def test_redoc_comes_from_the_installed_npm_package(api):
+def test_redoc_comes_from_the_installed_npm_package(redoc_installed, api):
     answer = api.get("/docs/redoc")
     if "ReDoc is not installed" in answer.text:
         pytest.fail("redoc.standalone.js is missing: run `make venv`")

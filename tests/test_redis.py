@@ -11,8 +11,9 @@ import redis.asyncio as aioredis
 
 from referral.app import create_app
 from referral.cache import INVALIDATION_CHANNEL
+from referral.clock import utcnow
 from referral.config import Settings
-from referral.db.tables import referral_code, utcnow
+from referral.db.tables import referral_code
 from tests.factories import Factory, random_email
 from tests.live import LiveClient
 from tests.problems import assert_problem

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from referral.db.tables import referral_code, utcnow
+from referral.clock import utcnow
+from referral.db.tables import referral_code
 from tests.factories import random_email
 from tests.problems import assert_problem
 

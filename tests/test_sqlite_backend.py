@@ -1,0 +1,123 @@
+"""The data layer's workarounds for `databases`, each checked against the reason it exists.
+
+- The pooled SQLite backend keeps its connections: the stock one opens one (and a thread) per query.
+- `ReleasingTransaction` gives a connection back when BEGIN is cancelled: upstream kept its pool
+  slot forever, and once every slot was gone every request waited.
+- Writers of one process take turns before `BEGIN IMMEDIATE`, so they never wait in SQLite's busy
+  handler (which sleeps in growing steps): with a busy timeout of zero, concurrent writers all succeed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from referral.db import sqlite as pooled
+from referral.db.database import ReferralDatabase
+
+metadata = sa.MetaData()
+counter = sa.Table(
+    "counter", metadata, sa.Column("id", sa.Integer, primary_key=True), sa.Column("note", sa.String(10))
+)
+ONE_ROW = counter.insert().values(note="row")
+
+
+async def open_database(path: Path, *, pool_size: int) -> ReferralDatabase:
+    db = ReferralDatabase(f"sqlite+aiosqlite:///{path}", pool_size=pool_size)
+    await db.connect()
+    await db.execute(sa.schema.CreateTable(counter))
+    return db
+
+
+def run(test: Callable[[ReferralDatabase], Any], path: Path, *, pool_size: int = 2) -> None:
+    async def main() -> None:
+        db = await open_database(path, pool_size=pool_size)
+        try:
+            await test(db)
+        finally:
+            await db.disconnect()
+
+    asyncio.run(main())
+
+
+def test_queries_reuse_the_pooled_connections(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    opened: list[str] = []
+    connect = pooled.aiosqlite.connect
+
+    def counting_connect(*args: Any, **kwargs: Any) -> Any:
+        opened.append(args[0])
+        return connect(*args, **kwargs)
+
+    monkeypatch.setattr(pooled.aiosqlite, "connect", counting_connect)
+
+    async def many_queries(db: ReferralDatabase) -> None:
+        for _ in range(50):
+            await db.fetch_val(sa.select(sa.func.count()).select_from(counter))
+
+    run(many_queries, tmp_path / "reuse.db")
+    assert 1 <= len(opened) <= 2  # one for WAL and the queries; never one per query
+
+
+def test_a_cancelled_begin_gives_its_connection_back(tmp_path: Path) -> None:
+    async def cancel_waiting_writers(db: ReferralDatabase) -> None:
+        holding = asyncio.Event()
+        release = asyncio.Event()
+
+        async def hold_the_write_lock() -> None:
+            async with db.transaction():
+                await db.execute(ONE_ROW)
+                holding.set()
+                await release.wait()
+
+        async def write() -> None:
+            async with db.transaction():
+                await db.execute(ONE_ROW)
+
+        holder = asyncio.create_task(hold_the_write_lock())
+        await holding.wait()
+        waiting = asyncio.create_task(write())  # takes the second slot, then waits for the write turn
+        await asyncio.sleep(0.05)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        release.set()
+        await holder
+        # Both slots must be free again: one held by a transaction, one for a read beside it.
+        async with db.transaction():
+            await db.execute(ONE_ROW)
+            total = await asyncio.wait_for(_read_beside(db), timeout=5)
+        assert total == 1
+
+    run(cancel_waiting_writers, tmp_path / "cancel.db")
+
+
+async def _read_beside(db: ReferralDatabase) -> int:
+    """A read on another task, so on another connection than the caller's transaction."""
+    return await asyncio.create_task(db.fetch_val(sa.select(sa.func.count()).select_from(counter)))
+
+
+def test_writers_take_turns_instead_of_waiting_in_the_busy_handler(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    no_busy_wait = tuple(
+        "PRAGMA busy_timeout = 0" if pragma.startswith("PRAGMA busy_timeout") else pragma
+        for pragma in pooled.CONNECTION_PRAGMAS
+    )
+    monkeypatch.setattr(pooled, "CONNECTION_PRAGMAS", no_busy_wait)
+
+    async def concurrent_writers(db: ReferralDatabase) -> None:
+        async def write() -> None:
+            async with db.transaction():
+                await db.execute(ONE_ROW)
+                await asyncio.sleep(0.005)
+
+        await asyncio.gather(*(write() for _ in range(20)))
+        assert await db.fetch_val(sa.select(sa.func.count()).select_from(counter)) == 20
+
+    run(concurrent_writers, tmp_path / "turns.db", pool_size=8)
+
