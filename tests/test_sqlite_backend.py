@@ -21,9 +21,7 @@ from referral.db import sqlite as pooled
 from referral.db.database import ReferralDatabase
 
 metadata = sa.MetaData()
-counter = sa.Table(
-    "counter", metadata, sa.Column("id", sa.Integer, primary_key=True), sa.Column("note", sa.String(10))
-)
+counter = sa.Table("counter", metadata, sa.Column("id", sa.Integer, primary_key=True), sa.Column("note", sa.String(10)))
 ONE_ROW = counter.insert().values(note="row")
 
 
@@ -120,4 +118,3 @@ def test_writers_take_turns_instead_of_waiting_in_the_busy_handler(
         assert await db.fetch_val(sa.select(sa.func.count()).select_from(counter)) == 20
 
     run(concurrent_writers, tmp_path / "turns.db", pool_size=8)
-
