@@ -46,8 +46,9 @@ $(VENV_CFG): $(if $(VENV_BROKEN),FORCE)
 	if ! found=$$(command -v $(PYTHON) 2>/dev/null); then \
 		echo "make: needs Python 3.11 or newer, and '$(PYTHON)' is not found. $$pick" >&2; exit 1; \
 	elif ! v=$$($(PYTHON) -c '$(PY_CHECK)' 2>/dev/null); then \
-		if [ -n "$$v" ]; then v="Python $$v"; else v="which does not run"; fi; \
-		echo "make: needs Python 3.11 or newer, and '$(PYTHON)' is $$found, $$v. $$pick" >&2; exit 1; \
+		if [ "$$found" = "$(PYTHON)" ]; then found=; else found=" ($$found)"; fi; \
+		if [ -n "$$v" ]; then v="is Python $$v"; else v="does not run"; fi; \
+		echo "make: needs Python 3.11 or newer, and '$(PYTHON)'$$found $$v. $$pick" >&2; exit 1; \
 	fi; \
 	$(if $(VENV_BROKEN),echo "make: rebuilding $(VENV): $(VENV_BROKEN)";) \
 	echo "make: creating $(VENV) with $$found (Python $$v)"; \

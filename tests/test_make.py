@@ -11,6 +11,7 @@ import ast
 import base64
 import hashlib
 import io
+import os
 import re
 import shutil
 import subprocess
@@ -48,15 +49,16 @@ def fake_python(path: Path, version: str = "3.11.7") -> Path:
     return path
 
 
-def fake_npm(path: Path, script: str) -> Path:
+def fake_command(path: Path, script: str) -> Path:
     path.write_text("#!/bin/sh\n" + script)
     path.chmod(0o755)
     return path
 
 
-def make(*args: str | Path) -> subprocess.CompletedProcess[str]:
+def make(*args: str | Path, path: str | None = None) -> subprocess.CompletedProcess[str]:
     command = ["make", "--no-print-directory", "-C", str(ROOT), *map(str, args)]
-    return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)  # noqa: S603
+    env = {**os.environ, "PATH": path} if path else None
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False, env=env)  # noqa: S603
 
 
 def redoc_stamp(venv: Path) -> Path:
@@ -80,9 +82,16 @@ def test_too_old_python_is_refused_with_what_to_do(tmp_path: Path) -> None:
     done = make(f"PYTHON={python}", f"VENV={tmp_path / 'venv'}", "refers-run")
     assert done.returncode != 0
     assert "needs Python 3.11 or newer" in done.stderr
-    assert f"'{python}' is {python}, Python 3.10.13" in done.stderr
+    assert f"'{python}' is Python 3.10.13" in done.stderr
     assert "make PYTHON=python3.12 refers-run" in done.stderr
     assert not (tmp_path / "venv").exists()
+
+
+def test_python_that_does_not_run_is_named(tmp_path: Path) -> None:
+    shim = fake_command(tmp_path / "python3", "exit 127\n")  # a pyenv shim without its version, say
+    done = make("PYTHON=python3", f"VENV={tmp_path / 'venv'}", "venv", path=f"{tmp_path}:{os.environ['PATH']}")
+    assert done.returncode != 0
+    assert f"'python3' ({shim}) does not run" in done.stderr
 
 
 def test_missing_python_is_named(tmp_path: Path) -> None:
@@ -136,7 +145,7 @@ def test_redoc_without_npm(venv: Path) -> None:
 
 
 def test_redoc_when_npm_fails(tmp_path: Path, venv: Path) -> None:
-    npm = fake_npm(
+    npm = fake_command(
         tmp_path / "npm",
         "echo 'npm error code ECONNREFUSED' >&2\n"
         "echo 'npm error FetchError: request to http://127.0.0.1:9/redoc failed' >&2\n"
@@ -165,7 +174,7 @@ def npm_with_tarball(tmp_path: Path) -> tuple[Path, str]:
     """A fake npm whose `pack` leaves a ReDoc-shaped tarball; and that tarball's sha512 as npm writes it."""
     tarball = tmp_path / "redoc.tgz"
     tarball.write_bytes(redoc_tarball())
-    npm = fake_npm(tmp_path / "npm", f'cp {tarball} "redoc-{REDOC_VERSION}.tgz"\n')
+    npm = fake_command(tmp_path / "npm", f'cp {tarball} "redoc-{REDOC_VERSION}.tgz"\n')
     return npm, base64.b64encode(hashlib.sha512(tarball.read_bytes()).digest()).decode()
 
 
