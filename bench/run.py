@@ -32,8 +32,8 @@ from bench.seed import (
     shared_password_hash,
 )
 from bench.servers import Server
-from referral.config import Settings
-from referral.security import issue_token
+from referral.config import load_settings
+from referral.security import TokenSubject, issue_token
 from tests.support import ThrowawayPostgres
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -181,7 +181,7 @@ class Bench:
         return Server(name, "referral", env, self.o.workdir)
 
     def token(self, user_id: int) -> str:
-        return issue_token(user_id, Settings(service_name="referral", secret_key=self.secret))
+        return issue_token(TokenSubject(user_id, 0), load_settings(env={}, secret_key=self.secret))
 
     # -- measurements ----------------------------------------------------------------------------
 

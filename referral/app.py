@@ -18,7 +18,7 @@ from referral.cache import CodeCache, InvalidationBroadcast
 from referral.config import Settings, load_settings, warn_if_insecure
 from referral.db.database import ReferralDatabase, create_database
 from referral.ratelimit import RateLimits
-from referral.security import warm_up
+from referral.security import PasswordHasher
 from referral.services.codes import CodeService
 from referral.services.referrals import ReferralService
 from referral.services.users import UserService
@@ -42,6 +42,7 @@ class AppContext:
     db: ReferralDatabase
     cache: CodeCache
     rate_limits: RateLimits
+    hasher: PasswordHasher
     users: UserService
     codes: CodeService
     referrals: ReferralService
@@ -57,6 +58,12 @@ def create_app(*_: Any, settings: Settings | None = None) -> ReferralApp:
     db = create_database(settings)
     cache = CodeCache(ttl=settings.code_cache_ttl, maxsize=settings.code_cache_size)
     rate_limits = RateLimits(settings)
+    hasher = PasswordHasher(
+        rounds=settings.bcrypt_rounds,
+        per_client=settings.hash_concurrency_per_ip,
+        queue_max=settings.hash_queue_max,
+        enabled=settings.rate_limit,
+    )
     if settings.redis_url:
         InvalidationBroadcast(settings.redis_url, cache)
     ctx = AppContext(
@@ -64,9 +71,10 @@ def create_app(*_: Any, settings: Settings | None = None) -> ReferralApp:
         db=db,
         cache=cache,
         rate_limits=rate_limits,
-        users=UserService(db, settings, rate_limits),
+        hasher=hasher,
+        users=UserService(db, settings, rate_limits, hasher),
         codes=CodeService(db, cache),
-        referrals=ReferralService(db, settings),
+        referrals=ReferralService(db, hasher),
     )
     app: ReferralApp = Sanic("referral", ctx=ctx, error_handler=ProblemErrorHandler(), log_config=LOG_CONFIG)
     if SANIC_CONFIG_FILE.is_file():
@@ -84,7 +92,7 @@ def create_app(*_: Any, settings: Settings | None = None) -> ReferralApp:
 async def _open_resources(app: ReferralApp) -> None:
     warn_if_insecure(app.ctx.settings)
     await app.ctx.db.connect()
-    await warm_up(app.ctx.settings.bcrypt_rounds)
+    await app.ctx.hasher.warm_up()
     if app.ctx.cache.broadcast is not None:
         app.ctx.cache_listener = asyncio.create_task(app.ctx.cache.broadcast.listen(), name=CACHE_LISTENER)
 

@@ -26,6 +26,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 log = logging.getLogger("referral.config")
 
 GENERATED_KEY_VARIABLE = "REFERRAL_GENERATED_SECRET_KEY"
+SECRET_KEY_MIN_BYTES = 32
 DEFAULT_SQLITE_FILE = "referral.db"
 DEFAULT_POSTGRES_DATABASE = "referral"
 SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
@@ -95,6 +96,16 @@ class Settings(BaseSettings):
         description="requests per client IP to register, auth, token, getcode and referals/register "
         "(`limits` notation)",
     )
+    rate_limit_user: str = Field(
+        "30/minute",
+        description="authenticated writes per user: update_code, delete, logout, password (`limits` notation)",
+    )
+    hash_concurrency_per_ip: int = Field(
+        2, ge=1, description="password hashes one client IP may have queued or running at once (per worker)"
+    )
+    hash_queue_max: int = Field(
+        64, ge=1, description="password hashes queued in a worker, all clients together; past it 503 at once"
+    )
     redis_url: str | None = Field(
         None,
         description="shared rate-limit counters and code-cache invalidations across workers and instances; "
@@ -121,6 +132,11 @@ class Settings(BaseSettings):
     @field_validator("secret_key")
     @classmethod
     def _random_when_unset(cls, key: str) -> str:
+        if key and len(key.encode()) < SECRET_KEY_MIN_BYTES:
+            raise ValueError(
+                f"must be at least {SECRET_KEY_MIN_BYTES} bytes: a short key can be guessed and tokens forged "
+                "(make one with: python3 -c 'import secrets; print(secrets.token_urlsafe(48))')"
+            )
         return key or shared_random_secret()
 
     @field_validator("db_schema")
@@ -146,7 +162,7 @@ class Settings(BaseSettings):
             return url  # the invalid part is reported on its own
         return database_url_from(*(info.data[part] for part in parts))
 
-    @field_validator("rate_limit_login", "rate_limit_ip")
+    @field_validator("rate_limit_login", "rate_limit_ip", "rate_limit_user")
     @classmethod
     def _limits_notation(cls, limit: str) -> str:
         try:
@@ -229,6 +245,8 @@ def _problem(details: ErrorDetails) -> str:
         what = _expectation(field)
     else:
         what = details["msg"]
+    if field is not None and not field.repr:  # a secret is never echoed
+        return f"{variable_name(name)} {what}"
     return f"{variable_name(name)} {what}, got {details['input']!r}"
 
 
@@ -259,5 +277,3 @@ def warn_if_insecure(settings: Settings) -> None:
             "SECRET_KEY is not set: using a random key for this run. Every token dies on restart "
             "and other instances cannot verify them. Set SECRET_KEY in production."
         )
-    elif len(settings.secret_key.encode()) < 32:
-        log.warning("SECRET_KEY is shorter than 32 bytes: use a longer random key in production.")

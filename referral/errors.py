@@ -34,6 +34,10 @@ class RateLimited(ServiceError):
         self.retry_after = max(1, retry_after)
 
 
+class Overloaded(ServiceError):
+    message = "Too many password checks are waiting in this server; try again in a moment."
+
+
 class DatabaseUnavailable(ServiceError):
     message = "The database is unavailable; try again shortly."
 

@@ -8,8 +8,9 @@ import contextlib
 import hashlib
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import timedelta
 from functools import lru_cache
 from typing import TypeVar
@@ -19,6 +20,7 @@ import jwt
 
 from referral.clock import utcnow
 from referral.config import Settings
+from referral.errors import Overloaded, RateLimited
 
 JWT_ALGORITHM = "HS256"
 HASHING_NICENESS = 10
@@ -61,16 +63,63 @@ def _verify_sync(password: str, password_hash: str) -> bool:
         return False
 
 
-async def hash_password(password: str, *, rounds: int) -> str:
-    return await _off_loop(_hash_sync, password, rounds)
+class PasswordHasher:
+    """bcrypt off the event loop, with a cap on the hashes each client address may have queued or running.
 
+    Hashing is the service's expensive resource: past `per_client` a client is refused at once
+    (RateLimited, retry in a second), and past `queue_max` hashes in this worker everyone is
+    (Overloaded), so a storm never holds a request until its response timeout.
+    """
 
-async def verify_password(password: str, password_hash: str | None, *, rounds: int) -> bool:
-    """Check `password`; with no hash (unknown user) spend the same time on a dummy one."""
-    if password_hash is None:
-        await _off_loop(_verify_sync, password, _dummy_hash(rounds))
-        return False
-    return await _off_loop(_verify_sync, password, password_hash)
+    def __init__(self, *, rounds: int, per_client: int, queue_max: int, enabled: bool = True) -> None:
+        self.rounds = rounds
+        self.per_client = per_client
+        self.queue_max = queue_max
+        self.enabled = enabled
+        self._by_client: dict[str, int] = {}
+        self._queued = 0
+
+    @property
+    def queued(self) -> int:
+        return self._queued
+
+    async def hash(self, password: str, *, client: str) -> str:
+        with self._slot(client):
+            return await _off_loop(_hash_sync, password, self.rounds)
+
+    async def verify(self, password: str, password_hash: str | None, *, client: str) -> bool:
+        """Check `password`; with no hash (unknown user) spend the same time on a dummy one."""
+        with self._slot(client):
+            if password_hash is None:
+                await _off_loop(_verify_sync, password, _dummy_hash(self.rounds))
+                return False
+            return await _off_loop(_verify_sync, password, password_hash)
+
+    def needs_rehash(self, password_hash: str) -> bool:
+        """True when the stored hash has another cost than BCRYPT_ROUNDS (`$2b$<cost>$...`)."""
+        return password_hash[4:6] != f"{self.rounds:02d}"
+
+    async def warm_up(self) -> None:
+        """Compute the dummy hash before the first login needs it."""
+        await _off_loop(_dummy_hash, self.rounds)
+
+    @contextlib.contextmanager
+    def _slot(self, client: str) -> Iterator[None]:
+        if self.enabled:
+            if self._by_client.get(client, 0) >= self.per_client:
+                raise RateLimited("Too many password checks from your address at once.", retry_after=1)
+            if self._queued >= self.queue_max:
+                raise Overloaded()
+        self._by_client[client] = self._by_client.get(client, 0) + 1
+        self._queued += 1
+        try:
+            yield
+        finally:
+            self._queued -= 1
+            if (left := self._by_client[client] - 1) > 0:
+                self._by_client[client] = left
+            else:
+                del self._by_client[client]
 
 
 @lru_cache(maxsize=4)
@@ -82,37 +131,46 @@ class InvalidToken(Exception):
     """The token is missing, malformed, badly signed, expired or names no valid subject."""
 
 
-def issue_token(user_id: int, settings: Settings) -> str:
+@dataclass(frozen=True, slots=True)
+class TokenSubject:
+    user_id: int
+    version: int
+
+
+def issue_token(subject: TokenSubject, settings: Settings) -> str:
     now = utcnow()
     claims = {
-        "sub": str(user_id),
+        "sub": str(subject.user_id),
+        "ver": subject.version,
         "iss": settings.service_name,
+        "aud": settings.service_name,
         "iat": now,
         "exp": now + timedelta(seconds=settings.token_lifetime_seconds),
     }
     return jwt.encode(claims, settings.secret_key, algorithm=JWT_ALGORITHM)
 
 
-def read_token(token: str, settings: Settings) -> int:
-    """The user id the token was issued to; raises InvalidToken for anything else."""
+def read_token(token: str, settings: Settings) -> TokenSubject:
+    """Whom the token was issued to, and at which of their token versions; InvalidToken for anything else."""
     if not token.isascii():  # a JWT is ASCII; other bytes arrive as undecodable surrogates
         raise InvalidToken("not a JWT")
     try:
-        claims = jwt.decode(
+        decoded = jwt.decode_complete(
             token,
             settings.secret_key,
             algorithms=[JWT_ALGORITHM],
             issuer=settings.service_name,
-            options={"require": ["exp", "iat", "sub", "iss"]},
+            audience=settings.service_name,
+            options={"require": ["exp", "iat", "sub", "iss", "aud", "ver"]},
         )
     except jwt.PyJWTError as error:
         raise InvalidToken(str(error)) from None
-    subject = claims["sub"]
-    if not subject.isascii() or not subject.isdigit() or len(subject) > 18:
+    if decoded["header"].get("typ", "JWT") != "JWT":
+        raise InvalidToken("not a JWT (typ)")
+    claims = decoded["payload"]
+    subject, version = claims["sub"], claims["ver"]
+    if not isinstance(subject, str) or not subject.isascii() or not subject.isdigit() or len(subject) > 18:
         raise InvalidToken("bad subject")
-    return int(subject)
-
-
-async def warm_up(rounds: int) -> None:
-    """Compute the dummy hash before the first login needs it."""
-    await _off_loop(_dummy_hash, rounds)
+    if type(version) is not int or not 0 <= version < 2**31:
+        raise InvalidToken("bad version")
+    return TokenSubject(int(subject), version)

@@ -74,14 +74,17 @@ def proxied(settings: Settings) -> Iterator[tuple[LiveClient, TcpProxy]]:
 def test_database_down_is_503_then_recovers_by_itself(proxied):
     api, proxy = proxied
     assert api.get("/health").status_code == 200
-    assert api.post("/user/register", json={"email": "before@example.com", "password": "password1"}).status_code == 201
+    assert (
+        api.post("/user/register", json={"email": "before@example.com", "password": "a-fine-passphrase"}).status_code
+        == 201
+    )
 
     api.run(proxy.stop())
     down = api.get("/health")
     assert_problem(down, 503)
     assert down.headers["retry-after"] == "1"
     for _ in range(2):  # the first may meet a dead pooled connection, the next a refused one
-        answer = api.post("/user/register", json={"email": "during@example.com", "password": "password1"})
+        answer = api.post("/user/register", json={"email": "during@example.com", "password": "a-fine-passphrase"})
         assert_problem(answer, 503)
     assert_problem(api.get("/refer/getcode", params={"email": "before@example.com"}), 503)
 
@@ -93,7 +96,10 @@ def test_database_down_is_503_then_recovers_by_itself(proxied):
             break
         api.run(asyncio.sleep(0.1))
     assert statuses[-1] == 200, statuses
-    assert api.post("/user/register", json={"email": "after@example.com", "password": "password1"}).status_code == 201
+    assert (
+        api.post("/user/register", json={"email": "after@example.com", "password": "a-fine-passphrase"}).status_code
+        == 201
+    )
 
 
 @pytest.mark.postgres_only
@@ -103,4 +109,4 @@ def test_starts_while_the_database_is_down(settings):
     )
     with LiveClient(create_app(settings=unreachable)) as client:
         assert_problem(client.get("/health"), 503)
-        assert_problem(client.post("/user/auth", json={"email": "a@example.com", "password": "password1"}), 503)
+        assert_problem(client.post("/user/auth", json={"email": "a@example.com", "password": "a-fine-passphrase"}), 503)

@@ -44,7 +44,7 @@ def test_per_ip_limit(limited_api, method, path, body):
 @pytest.mark.sqlite_only
 def test_per_ip_limit_on_the_token_endpoint_answers_in_oauth_form(limited_api):
     def form() -> dict[str, str]:
-        return {"grant_type": "password", "username": random_email(), "password": "password1"}
+        return {"grant_type": "password", "username": random_email(), "password": "a-fine-passphrase"}
 
     for _ in range(5):
         assert limited_api.post("/user/token", data=form()).status_code == 400
@@ -59,7 +59,7 @@ def test_scopes_are_counted_apart(limited_api):
     for _ in range(5):
         assert limited_api.get("/refer/getcode", params={"email": random_email()}).status_code == 404
     assert_problem(limited_api.get("/refer/getcode", params={"email": random_email()}), 429)
-    answer = limited_api.post("/user/register", json={"email": random_email(), "password": "password1"})
+    answer = limited_api.post("/user/register", json={"email": random_email(), "password": "a-fine-passphrase"})
     assert answer.status_code == 201, answer.text
 
 

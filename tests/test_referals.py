@@ -43,7 +43,7 @@ class TestRegister:
         email = random_email()
         register_referral(api, email=email, code=code["code"])
         assert_problem(api.post("/user/auth", json={"email": email, "password": "anything-at-all"}), 401)
-        assert api.post("/user/register", json={"email": email, "password": "password1"}).status_code == 201
+        assert api.post("/user/register", json={"email": email, "password": "a-fine-passphrase"}).status_code == 201
 
     def test_email_already_a_referral_is_409(self, api, make):
         code = make.code(make.user())
@@ -57,7 +57,7 @@ class TestRegister:
     def test_with_password_an_existing_user_is_409_and_nothing_is_recorded(self, api, make):
         owner, existing = make.user(), make.user()
         code = make.code(owner)
-        answer = register_referral(api, email=existing.email, code=code["code"], password="password123")
+        answer = register_referral(api, email=existing.email, code=code["code"], password="another-fine-passphrase")
         assert assert_problem(answer, 409)["type"].endswith("email-taken")
         listed = api.get("/referals/list", params={"user_id": owner.id}, headers=owner.auth)
         assert listed.json() == []
@@ -123,7 +123,7 @@ class TestList:
         first_code = make.code(owner, code="FIRST-CODE")
         first = make.referral(first_code["code"])
         second_code = make.code(owner, code="SECOND-CODE")
-        second = make.referral(second_code["code"], password="password99")
+        second = make.referral(second_code["code"], password="second-fine-passphrase")
         make.referral(make.code(make.user())["code"])  # someone else's
         answer = api.get("/referals/list", params={"user_id": owner.id}, headers=owner.auth)
         assert answer.status_code == 200

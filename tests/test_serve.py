@@ -51,7 +51,7 @@ def serve(sqlite_template: SQLiteTemplate, tmp_path: Path) -> Iterator:
 
 def test_python_dash_m_referral_serves_with_two_workers_sharing_a_generated_secret(serve):
     base_url = serve([sys.executable, "-m", "referral"], WORKERS="2")
-    credentials = {"email": "worker@example.com", "password": "password1"}
+    credentials = {"email": "worker@example.com", "password": "a-fine-passphrase"}
     assert httpx.post(f"{base_url}/user/register", json=credentials).status_code == 201
     token = httpx.post(f"{base_url}/user/auth", json=credentials).json()["token"]
     for _ in range(12):  # new connections land on either worker: each must accept the other's token

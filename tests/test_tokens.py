@@ -20,14 +20,21 @@ def b64(data: dict) -> str:
 
 def claims(user_id: int, **changes) -> dict:
     now = datetime.now(UTC)
-    base = {"sub": str(user_id), "iss": "referral", "iat": now, "exp": now + timedelta(hours=1)}
+    base = {
+        "sub": str(user_id),
+        "ver": 0,
+        "iss": "referral",
+        "aud": "referral",
+        "iat": now,
+        "exp": now + timedelta(hours=1),
+    }
     base.update(changes)
     return {key: value for key, value in base.items() if value is not None}
 
 
 def forged_tokens(user_id: int, real_token: str) -> dict[str, str]:
     header, payload, signature = real_token.split(".")
-    other_payload = b64({"sub": str(user_id + 1), "iss": "referral", "iat": 0, "exp": 2_000_000_000})
+    other_payload = b64(claims_json(user_id + 1))
     return {
         "malformed": "not-a-jwt",
         "two segments": f"{header}.{payload}",
@@ -45,6 +52,13 @@ def forged_tokens(user_id: int, real_token: str) -> dict[str, str]:
         "wrong issuer": jwt.encode(claims(user_id, iss="someone-else"), TEST_SECRET, algorithm="HS256"),
         "non-numeric sub": jwt.encode(claims(user_id, sub="admin"), TEST_SECRET, algorithm="HS256"),
         "user that does not exist": jwt.encode(claims(999_999), TEST_SECRET, algorithm="HS256"),
+        "wrong audience": jwt.encode(claims(user_id, aud="someone-else"), TEST_SECRET, algorithm="HS256"),
+        "no aud": jwt.encode(claims(user_id, aud=None), TEST_SECRET, algorithm="HS256"),
+        "no version": jwt.encode(claims(user_id, ver=None), TEST_SECRET, algorithm="HS256"),
+        "older version": jwt.encode(claims(user_id, ver=-1), TEST_SECRET, algorithm="HS256"),
+        "newer version": jwt.encode(claims(user_id, ver=1), TEST_SECRET, algorithm="HS256"),
+        "text version": jwt.encode(claims(user_id, ver="0"), TEST_SECRET, algorithm="HS256"),
+        "typ not JWT": jwt.encode(claims(user_id), TEST_SECRET, algorithm="HS256", headers={"typ": "at+jwt"}),
     }
 
 
@@ -56,7 +70,7 @@ def hs512_with_the_real_key(user_id: int) -> str:
 
 
 def claims_json(user_id: int) -> dict:
-    return {"sub": str(user_id), "iss": "referral", "iat": 0, "exp": 2_000_000_000}
+    return {"sub": str(user_id), "ver": 0, "iss": "referral", "aud": "referral", "iat": 0, "exp": 2_000_000_000}
 
 
 PROTECTED = [
@@ -83,6 +97,13 @@ PROTECTED = [
         "wrong issuer",
         "non-numeric sub",
         "user that does not exist",
+        "wrong audience",
+        "no aud",
+        "no version",
+        "older version",
+        "newer version",
+        "text version",
+        "typ not JWT",
     ],
 )
 def test_bad_tokens_are_401(api, make, case):
@@ -110,6 +131,13 @@ def test_both_header_forms_are_accepted(api, make, header, scheme):
     user = make.user()
     answer = api.post("/refer/update_code", json={"day": 3}, headers={header: f"{scheme}{user.token}"})
     assert answer.status_code == 201
+
+
+def test_a_token_made_like_the_forged_ones_but_right_is_accepted(api, make):
+    """The control for the table above: each forged token differs from this one in its own way only."""
+    user = make.user()
+    token = jwt.encode(claims(user.id), TEST_SECRET, algorithm="HS256", headers={"typ": "JWT"})
+    assert api.post("/refer/update_code", json={"day": 3}, headers={"authorization": token}).status_code == 201
 
 
 def test_a_token_signed_with_a_changed_secret_is_refused(api, make, settings):

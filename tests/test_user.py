@@ -20,44 +20,44 @@ def login(api, email, password):
 
 class TestRegister:
     def test_returns_the_new_user_id(self, api):
-        first = register(api, random_email(), "password1")
-        second = register(api, random_email(), "password1")
+        first = register(api, random_email(), "a-fine-passphrase")
+        second = register(api, random_email(), "a-fine-passphrase")
         assert first.status_code == 201
         assert first.json() == {"user_id": 1}
         assert second.json() == {"user_id": 2}
 
     def test_email_is_normalised(self, api):
-        assert register(api, "  Mixed.Case@Example.COM ", "password1").status_code == 201
-        assert login(api, "mixed.case@example.com", "password1").status_code == 200
+        assert register(api, "  Mixed.Case@Example.COM ", "a-fine-passphrase").status_code == 201
+        assert login(api, "mixed.case@example.com", "a-fine-passphrase").status_code == 200
 
     @pytest.mark.parametrize("variant", ["taken@example.com", "TAKEN@example.com", " Taken@Example.com "])
     def test_email_taken_case_insensitively(self, api, variant):
-        assert register(api, "taken@example.com", "password1").status_code == 201
-        body = assert_problem(register(api, variant, "password2"), 409)
+        assert register(api, "taken@example.com", "a-fine-passphrase").status_code == 201
+        body = assert_problem(register(api, variant, "another-fine-passphrase"), 409)
         assert "already exists" in body["detail"]
 
     @pytest.mark.parametrize(
         ("payload", "field"),
         [
-            ({"email": "not-an-email", "password": "password1"}, "email"),
-            ({"email": "a@b", "password": "password1"}, "email"),
-            ({"email": "x" * 250 + "@example.com", "password": "password1"}, "email"),
-            ({"email": "", "password": "password1"}, "email"),
-            ({"email": 12, "password": "password1"}, "email"),
-            ({"email": None, "password": "password1"}, "email"),
-            ({"password": "password1"}, "email"),
+            ({"email": "not-an-email", "password": "a-fine-passphrase"}, "email"),
+            ({"email": "a@b", "password": "a-fine-passphrase"}, "email"),
+            ({"email": "x" * 250 + "@example.com", "password": "a-fine-passphrase"}, "email"),
+            ({"email": "", "password": "a-fine-passphrase"}, "email"),
+            ({"email": 12, "password": "a-fine-passphrase"}, "email"),
+            ({"email": None, "password": "a-fine-passphrase"}, "email"),
+            ({"password": "a-fine-passphrase"}, "email"),
             ({"email": "ok@example.com", "password": "short"}, "password"),
             ({"email": "ok@example.com", "password": "1234567"}, "password"),
             ({"email": "ok@example.com", "password": "x" * 257}, "password"),
             ({"email": "ok@example.com", "password": 12345678}, "password"),
-            ({"email": "ok@example.com", "password": ["password1"]}, "password"),
+            ({"email": "ok@example.com", "password": ["a-fine-passphrase"]}, "password"),
             ({"email": "ok@example.com"}, "password"),
         ],
     )
     def test_invalid_input_is_422_and_creates_nothing(self, api, payload, field):
         body = assert_problem(api.post("/user/register", json=payload), 422)
         assert field in body["errors"]
-        assert register(api, random_email(), "password1").json() == {"user_id": 1}  # no user before it
+        assert register(api, random_email(), "a-fine-passphrase").json() == {"user_id": 1}  # no user before it
 
     def test_lone_surrogate_in_password_is_422(self, api):
         raw = b'{"email": "ok@example.com", "password": "\\ud800password"}'
@@ -98,8 +98,10 @@ class TestAuth:
         assert answer.status_code == 200
         body = answer.json()
         assert body["user_id"] == user.id
-        claims = jwt.decode(body["token"], TEST_SECRET, algorithms=["HS256"], issuer="referral")
+        claims = jwt.decode(body["token"], TEST_SECRET, algorithms=["HS256"], issuer="referral", audience="referral")
         assert claims["sub"] == str(user.id)
+        assert claims["aud"] == "referral"
+        assert claims["ver"] == 0
         assert claims["exp"] - claims["iat"] == 86_400
         assert answer.headers["cache-control"] == "no-store"
 
@@ -118,7 +120,12 @@ class TestAuth:
 
     @pytest.mark.parametrize(
         "payload",
-        [{}, {"email": "a@example.com"}, {"password": "password1"}, {"email": "bad", "password": "password1"}],
+        [
+            {},
+            {"email": "a@example.com"},
+            {"password": "a-fine-passphrase"},
+            {"email": "bad", "password": "a-fine-passphrase"},
+        ],
     )
     def test_incomplete_credentials_are_422(self, api, payload):
         assert_problem(api.post("/user/auth", json=payload), 422)
@@ -144,11 +151,14 @@ class TestToken:
     @pytest.mark.parametrize(
         ("fields", "error"),
         [
-            ({"grant_type": "password", "username": "nobody@example.com", "password": "password1"}, "invalid_grant"),
-            ({"grant_type": "password", "username": "not-an-email", "password": "password1"}, "invalid_grant"),
+            (
+                {"grant_type": "password", "username": "nobody@example.com", "password": "a-fine-passphrase"},
+                "invalid_grant",
+            ),
+            ({"grant_type": "password", "username": "not-an-email", "password": "a-fine-passphrase"}, "invalid_grant"),
             ({"grant_type": "client_credentials"}, "unsupported_grant_type"),
             ({"grant_type": "password", "username": "a@example.com"}, "invalid_request"),
-            ({"username": "a@example.com", "password": "password1"}, "invalid_request"),
+            ({"username": "a@example.com", "password": "a-fine-passphrase"}, "invalid_request"),
             ({}, "invalid_request"),
         ],
     )

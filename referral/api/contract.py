@@ -127,6 +127,13 @@ class LoginCredentials(RequestModel):
     password: AnyPassword
 
 
+class PasswordChange(RequestModel):
+    """Your current password and the new one; every token issued before stops working."""
+
+    current_password: AnyPassword
+    new_password: Annotated[NewPassword, described(example="a new and better passphrase")]
+
+
 class TokenRequest(RequestModel):
     """OAuth 2.0 resource owner password credentials grant (RFC 6749 §4.3), sent as a form."""
 

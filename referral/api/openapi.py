@@ -9,7 +9,7 @@ route: the document cannot drift from what the app serves.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, get_args, get_origin
 
 from pydantic import TypeAdapter
@@ -139,7 +139,7 @@ def _error_statuses(op: Operation, has_json_body: bool) -> dict[int, list[type[E
         errors.append(InvalidInput)
     if op.secured:
         errors.append(NotAuthenticated)
-    if op.limit is not None and not op.oauth_errors:
+    if (op.limit is not None or op.user_limit) and not op.oauth_errors:
         errors.append(RateLimited)
     errors.extend(op.errors)
     by_status: dict[int, list[type[Exception]]] = {413: []}
@@ -166,7 +166,9 @@ def _problem(status: int, errors: Iterable[type[Exception]]) -> dict[str, Any]:
     return response
 
 
-def _success(shape: Any, description: str, headers: dict[str, str], schemas: dict[str, Any]) -> dict[str, Any]:
+def _success(shape: Any, description: str, headers: Mapping[str, str], schemas: dict[str, Any]) -> dict[str, Any]:
+    if shape is None:
+        return {"description": description}
     if get_origin(shape) is list:
         [item] = get_args(shape)
         schema: dict[str, Any] = {"type": "array", "items": _schema_ref(item, schemas)}

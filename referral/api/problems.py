@@ -19,16 +19,18 @@ from sanic.exceptions import SanicException
 from sanic.handlers import ErrorHandler
 from sanic.response import HTTPResponse
 
-from referral.errors import DatabaseUnavailable, DataConflict, InvalidField, RateLimited, ServiceError
+from referral.errors import DatabaseUnavailable, DataConflict, InvalidField, Overloaded, RateLimited, ServiceError
 from referral.services.codes import CodeTaken, NoActiveCode
+from referral.services.passwords import PasswordRefused
 from referral.services.referrals import AlreadyReferred, CodeNotActive, SelfReferral, UnknownCode
-from referral.services.users import BadCredentials, EmailTaken, NotAuthenticated
+from referral.services.users import BadCredentials, EmailTaken, NotAuthenticated, WrongPassword
 
 log = logging.getLogger("referral.errors")
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 WWW_AUTHENTICATE = {"WWW-Authenticate": 'Bearer realm="referral"'}
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+NOSNIFF = {"X-Content-Type-Options": "nosniff"}
 
 
 class MalformedRequest(ServiceError):
@@ -73,6 +75,7 @@ PROBLEMS: dict[type[Exception], ProblemType] = {
     NotAuthenticated: ProblemType(401, "unauthorized", WWW_AUTHENTICATE),
     BadCredentials: ProblemType(401, "bad-credentials", WWW_AUTHENTICATE),
     Forbidden: ProblemType(403, "forbidden"),
+    WrongPassword: ProblemType(403, "wrong-password"),
     UnknownCode: ProblemType(404, "unknown-code"),
     NoActiveCode: ProblemType(404, "no-active-code"),
     EmailTaken: ProblemType(409, "email-taken"),
@@ -82,8 +85,10 @@ PROBLEMS: dict[type[Exception], ProblemType] = {
     CodeNotActive: ProblemType(410, "code-not-active"),
     InvalidInput: ProblemType(422, "validation-error"),
     SelfReferral: ProblemType(422, "self-referral"),
+    PasswordRefused: ProblemType(422, "password-refused"),
     InvalidField: ProblemType(422, "validation-error"),
     RateLimited: ProblemType(429, "rate-limited", {"Retry-After": "60"}),
+    Overloaded: ProblemType(503, "overloaded", {"Retry-After": "1"}),
     DatabaseUnavailable: ProblemType(503, "unavailable", {"Retry-After": "1"}),
 }
 """Every error a client can act on: its status, its problem type and the headers its answer carries."""
@@ -142,7 +147,7 @@ class ProblemErrorHandler(ErrorHandler):
         operation = getattr(route.ctx, "operation", None) if route is not None else None
         if operation is not None and operation.oauth_errors and (oauth := oauth_error(exception)) is not None:
             status, error = oauth
-            headers = {**NO_STORE}
+            headers = {**NOSNIFF, **NO_STORE}
             if isinstance(exception, RateLimited):
                 headers["Retry-After"] = str(exception.retry_after)
             return json({"error": error, "error_description": str(exception)}, status=status, headers=headers)
@@ -176,7 +181,7 @@ class ProblemErrorHandler(ErrorHandler):
         headers: Mapping[str, str] | None = None,
     ) -> HTTPResponse:
         body = problem_body(status, detail, slug=slug, errors=errors)
-        return json(body, status=status, headers=dict(headers or {}), content_type=PROBLEM_CONTENT_TYPE)
+        return json(body, status=status, headers={**NOSNIFF, **(headers or {})}, content_type=PROBLEM_CONTENT_TYPE)
 
 
 def _sanic_detail(exception: SanicException) -> str:

@@ -23,6 +23,7 @@ bp = Blueprint("refer", url_prefix="/refer")
         Answer(200, ReferralCode, "Your active code was extended (and renamed, given `code`)."),
     ),
     secured=True,
+    user_limit=True,
     errors=(CodeTaken,),
 )
 async def update_code(request: Request, user_id: int, body: CodeRequest) -> HTTPResponse:
@@ -42,6 +43,7 @@ async def update_code(request: Request, user_id: int, body: CodeRequest) -> HTTP
     summary="Delete your active referral code",
     answers=Answer(200, ReferralCode, "The deleted code."),
     secured=True,
+    user_limit=True,
     errors=(NoActiveCode,),
 )
 async def delete(request: Request, user_id: int) -> HTTPResponse:

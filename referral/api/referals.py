@@ -14,7 +14,9 @@ from referral.api.contract import (
     registered_referral_json,
 )
 from referral.api.problems import Forbidden
-from referral.api.routing import Answer, answer, operation, services
+from referral.api.routing import Answer, answer, client_ip, operation, services
+from referral.errors import Overloaded
+from referral.services.passwords import PasswordRefused
 from referral.services.referrals import AlreadyReferred, CodeNotActive, SelfReferral, UnknownCode
 from referral.services.users import EmailTaken
 
@@ -29,15 +31,20 @@ bp = Blueprint("referals", url_prefix="/referals")
     input=ReferralRegistration,
     answers=Answer(201, RegisteredReferral, "Registered as a referral of the code's owner."),
     limit="referals/register",
-    errors=(UnknownCode, CodeNotActive, AlreadyReferred, EmailTaken, SelfReferral),
+    no_store=True,
+    errors=(UnknownCode, CodeNotActive, AlreadyReferred, EmailTaken, SelfReferral, PasswordRefused, Overloaded),
 )
 async def register_referral(request: Request, body: ReferralRegistration) -> HTTPResponse:
     """Register an email as a referral of the code's owner. With `password` it also becomes a user who can sign in.
 
+    One referral per mailbox: `Bob+x@example.com` and `bob@example.com` are the same inbox (so are
+    dotted gmail.com addresses), and no mailbox of the code's owner may use the code.
     The code must be active: 404 for a code never issued, 410 for an expired or deleted one.
     `exp_date` is the expiry of the code used.
     """
-    referral = await services(request).referrals.register(email=body.email, code=body.code, password=body.password)
+    referral = await services(request).referrals.register(
+        email=body.email, code=body.code, password=body.password, client=client_ip(request)
+    )
     return answer(registered_referral_json(referral), status=201)
 
 
@@ -54,6 +61,7 @@ async def register_referral(request: Request, body: ReferralRegistration) -> HTT
         headers={"X-Total-Count": "How many referrals there are in all, across pages."},
     ),
     secured=True,
+    no_store=True,
     errors=(Forbidden,),
 )
 async def list_referrals(request: Request, user_id: int, body: ReferralListQuery) -> HTTPResponse:

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse
 
-from referral.api.problems import InvalidInput, MalformedRequest
+from referral.api.problems import NO_STORE, NOSNIFF, InvalidInput, MalformedRequest
 
 if TYPE_CHECKING:
     from referral.app import AppContext
@@ -53,6 +53,8 @@ class Operation:
     source: Source = "json"
     secured: bool = False
     limit: str | None = None  # the per-IP rate-limit scope
+    user_limit: bool = False  # an authenticated write: counted against RATE_LIMIT_USER
+    no_store: bool = False  # the answer carries a token or an email: never cached
     errors: tuple[type[Exception], ...] = ()
     oauth_errors: bool = False  # errors answered as RFC 6749 §5.2 says, where it says how
 
@@ -68,6 +70,8 @@ def operation(
     source: Source | None = None,
     secured: bool = False,
     limit: str | None = None,
+    user_limit: bool = False,
+    no_store: bool = False,
     errors: tuple[type[Exception], ...] = (),
     oauth_errors: bool = False,
 ) -> Callable[[Handler], Handler]:
@@ -90,6 +94,8 @@ def operation(
             source=source or ("query_or_json" if "GET" in method_list else "json"),
             secured=secured,
             limit=limit,
+            user_limit=user_limit,
+            no_store=no_store,
             errors=errors,
             oauth_errors=oauth_errors,
         )
@@ -101,8 +107,9 @@ def operation(
 
 def _endpoint(op: Operation) -> Handler:
     read = _READERS[op.source] if op.input is not None else None
-    model, handler, scope, secured = op.input, op.handler, op.limit, op.secured
+    model, handler, scope, secured, user_limit = op.input, op.handler, op.limit, op.secured, op.user_limit
     names = tuple(model.model_fields) if model is not None else ()
+    no_store = op.no_store
 
     async def endpoint(request: Request) -> HTTPResponse:
         ctx = request.app.ctx
@@ -110,10 +117,16 @@ def _endpoint(op: Operation) -> Handler:
             await ctx.rate_limits.hit_ip(client_ip(request), scope)
         kwargs: dict[str, Any] = {}
         if secured:
-            kwargs["user_id"] = await ctx.users.user_of_token(token_from_header(request.headers.get("authorization")))
+            user_id = await ctx.users.user_of_token(token_from_header(request.headers.get("authorization")))
+            if user_limit:
+                await ctx.rate_limits.hit_user(user_id)
+            kwargs["user_id"] = user_id
         if read is not None and model is not None:
             kwargs["body"] = validated(model, read(request, names))
-        return await handler(request, **kwargs)
+        response = await handler(request, **kwargs)
+        if no_store:
+            response.headers.update(NO_STORE)
+        return response
 
     endpoint.__name__ = endpoint.__qualname__ = op.name
     endpoint.__doc__ = handler.__doc__
@@ -131,7 +144,11 @@ def answer(body: Any, *, status: int = 200, headers: Mapping[str, str] | None = 
     Only for bodies built from stored or validated data (orjson refuses lone surrogates); error
     answers, which may quote input, go through Sanic's `json()` in `referral.api.problems`.
     """
-    return HTTPResponse(orjson.dumps(body), status=status, headers=headers, content_type=JSON)
+    return HTTPResponse(orjson.dumps(body), status=status, headers={**NOSNIFF, **(headers or {})}, content_type=JSON)
+
+
+def no_content() -> HTTPResponse:
+    return HTTPResponse(status=204, headers=NOSNIFF)
 
 
 # ------------------------------------------------------------------------------------------- #

@@ -1,14 +1,25 @@
-"""/user: registration, sign-in, and the OAuth 2.0 password grant."""
+"""/user: registration, sign-in, the OAuth 2.0 password grant, logout and password change."""
 
 from __future__ import annotations
 
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse
 
-from referral.api.contract import AuthToken, Credentials, LoginCredentials, OAuthError, OAuthToken, TokenRequest, UserId
-from referral.api.problems import NO_STORE, InvalidInput, InvalidOAuthRequest, UnsupportedGrantType
-from referral.api.routing import FORM, Answer, answer, operation, services, validated
-from referral.services.users import BadCredentials, EmailTaken
+from referral.api.contract import (
+    AuthToken,
+    Credentials,
+    LoginCredentials,
+    OAuthError,
+    OAuthToken,
+    PasswordChange,
+    TokenRequest,
+    UserId,
+)
+from referral.api.problems import InvalidInput, InvalidOAuthRequest, UnsupportedGrantType
+from referral.api.routing import FORM, Answer, answer, client_ip, no_content, operation, services, validated
+from referral.errors import Overloaded
+from referral.services.passwords import PasswordRefused
+from referral.services.users import BadCredentials, EmailTaken, WrongPassword
 
 bp = Blueprint("user", url_prefix="/user")
 TOKEN_FORM_FIELDS = ("grant_type", "username", "password")
@@ -22,11 +33,17 @@ TOKEN_FORM_FIELDS = ("grant_type", "username", "password")
     input=Credentials,
     answers=Answer(201, UserId, "The account was created."),
     limit="register",
-    errors=(EmailTaken,),
+    errors=(EmailTaken, PasswordRefused, Overloaded),
 )
 async def register_user(request: Request, body: Credentials) -> HTTPResponse:
-    """Create an account. The email is stored trimmed and lower-cased; 409 when it is taken."""
-    user_id = await services(request).users.register(email=body.email, password=body.password)
+    """Create an account. The email is stored trimmed and lower-cased; 409 when it is taken.
+
+    The password is refused (422) when it is only whitespace, among the 10,000 most common, or
+    contains the name of the email address.
+    """
+    user_id = await services(request).users.register(
+        email=body.email, password=body.password, client=client_ip(request)
+    )
     return answer({"user_id": user_id}, status=201)
 
 
@@ -38,16 +55,19 @@ async def register_user(request: Request, body: Credentials) -> HTTPResponse:
     input=LoginCredentials,
     answers=Answer(200, AuthToken, "A token for the Authorization header."),
     limit="auth",
-    errors=(BadCredentials,),
+    no_store=True,
+    errors=(BadCredentials, Overloaded),
 )
 async def auth(request: Request, body: LoginCredentials) -> HTTPResponse:
     """Trade an email and password for a JWT, valid for EXP_TOKEN_DAY days.
 
-    An unknown email and a wrong password get the same answer. Repeated failures for one email are
-    rate-limited (429).
+    An unknown email and a wrong password get the same answer. Failed logins for one email from one
+    address are limited (429); other addresses are not affected.
     """
-    signed_in = await services(request).users.sign_in(email=body.email, password=body.password)
-    return answer({"token": signed_in.token, "user_id": signed_in.user_id}, headers=NO_STORE)
+    signed_in = await services(request).users.sign_in(
+        email=body.email, password=body.password, client=client_ip(request)
+    )
+    return answer({"token": signed_in.token, "user_id": signed_in.user_id})
 
 
 @operation(
@@ -62,6 +82,8 @@ async def auth(request: Request, body: LoginCredentials) -> HTTPResponse:
         Answer(400, OAuthError, "An RFC 6749 §5.2 error: bad form, grant type or credentials."),
     ),
     limit="token",
+    no_store=True,
+    errors=(Overloaded,),
     oauth_errors=True,
 )
 async def token(request: Request) -> HTTPResponse:
@@ -87,8 +109,46 @@ async def token(request: Request) -> HTTPResponse:
         credentials = validated(LoginCredentials, {"email": username, "password": password})
     except InvalidInput:
         raise BadCredentials() from None
-    signed_in = await services(request).users.sign_in(email=credentials.email, password=credentials.password)
-    return answer(
-        {"access_token": signed_in.token, "token_type": "bearer", "expires_in": signed_in.expires_in},
-        headers=NO_STORE,
+    signed_in = await services(request).users.sign_in(
+        email=credentials.email, password=credentials.password, client=client_ip(request)
     )
+    return answer({"access_token": signed_in.token, "token_type": "bearer", "expires_in": signed_in.expires_in})
+
+
+@operation(
+    bp,
+    "POST",
+    "/logout",
+    summary="Sign out everywhere",
+    answers=Answer(204, None, "Every token of yours issued until now has stopped working."),
+    secured=True,
+    user_limit=True,
+)
+async def logout(request: Request, user_id: int) -> HTTPResponse:
+    """End every token of yours issued until now, this one included. A token from a later sign-in works."""
+    await services(request).users.log_out(user_id)
+    return no_content()
+
+
+@operation(
+    bp,
+    "POST",
+    "/password",
+    summary="Change your password",
+    input=PasswordChange,
+    answers=Answer(200, AuthToken, "The password was changed: a fresh token (every older one has stopped working)."),
+    secured=True,
+    user_limit=True,
+    no_store=True,
+    errors=(WrongPassword, PasswordRefused, Overloaded),
+)
+async def change_password(request: Request, user_id: int, body: PasswordChange) -> HTTPResponse:
+    """Replace your password. 403 when `current_password` is wrong (it counts as a failed login);
+    422 when the new one is refused (`errors.new_password`).
+
+    Every token issued before, this one included, stops working: use the one in the answer.
+    """
+    signed_in = await services(request).users.change_password(
+        user_id, current=body.current_password, new=body.new_password, client=client_ip(request)
+    )
+    return answer({"token": signed_in.token, "user_id": signed_in.user_id})

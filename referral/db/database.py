@@ -183,6 +183,9 @@ def dialect_insert(db: ReferralDatabase) -> Any:
     return sqlite.insert if db.is_sqlite else postgresql.insert
 
 
-def insert_ignoring_conflict(db: ReferralDatabase, table: sa.Table, *, unique: str) -> Any:
-    """`INSERT ... ON CONFLICT (unique) DO NOTHING`: a duplicate gives no row instead of an error."""
-    return dialect_insert(db)(table).on_conflict_do_nothing(index_elements=[unique])
+def insert_ignoring_conflict(db: ReferralDatabase, table: sa.Table, *, unique: str | None = None) -> Any:
+    """`INSERT ... ON CONFLICT [(unique)] DO NOTHING`: a duplicate gives no row instead of an error.
+
+    Without `unique`, a duplicate of any unique column.
+    """
+    return dialect_insert(db)(table).on_conflict_do_nothing(index_elements=[unique] if unique else None)

@@ -15,15 +15,16 @@ async def insert_referral(
     db: ReferralDatabase,
     *,
     email: str,
+    mailbox: str,
     code_id: int,
     referrer_id: int,
     user_id: int | None,
     now: datetime,
 ) -> int | None:
-    """The new referral's id, or None when the email is already a referral."""
+    """The new referral's id, or None when the email or its mailbox is already a referral."""
     query = (
-        insert_ignoring_conflict(db, referral, unique="email")
-        .values(email=email, code_id=code_id, referrer_id=referrer_id, user_id=user_id, created_at=now)
+        insert_ignoring_conflict(db, referral)
+        .values(email=email, mailbox=mailbox, code_id=code_id, referrer_id=referrer_id, user_id=user_id, created_at=now)
         .returning(referral.c.id)
     )
     return await db.fetch_val(query)

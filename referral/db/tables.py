@@ -48,6 +48,8 @@ user = sa.Table(
     sa.Column("email", sa.String(320), nullable=False, unique=True),
     sa.Column("password_hash", sa.String(100), nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
+    # Raised by logout and password change: tokens carry the version they were issued at.
+    sa.Column("token_version", sa.Integer, nullable=False, server_default="0"),
 )
 
 referral_code = sa.Table(
@@ -74,6 +76,9 @@ referral = sa.Table(
     metadata,
     sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("email", sa.String(320), nullable=False, unique=True),
+    # The canonical mailbox (referral.services.mailboxes): one referral per inbox. Null only for
+    # rows registered before the rule whose mailbox an older row already had.
+    sa.Column("mailbox", sa.String(320), nullable=True, unique=True),
     sa.Column("code_id", sa.Integer, sa.ForeignKey("referral_code.id", ondelete="CASCADE"), nullable=False),
     sa.Column("referrer_id", sa.Integer, sa.ForeignKey("user.id", ondelete="CASCADE"), nullable=False),
     # The account created with the referral when a password was given.

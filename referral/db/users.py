@@ -20,11 +20,37 @@ async def insert_user(db: ReferralDatabase, *, email: str, password_hash: str) -
 
 
 async def get_user_by_email(db: ReferralDatabase, email: str) -> Record | None:
-    return await db.fetch_one(user.select().where(user.c.email == email))
+    query = user.select().with_only_columns(user.c.id, user.c.password_hash, user.c.token_version)
+    return await db.fetch_one(query.where(user.c.email == email))
 
 
-async def user_exists(db: ReferralDatabase, user_id: int) -> bool:
-    return await db.fetch_val(user.select().with_only_columns(user.c.id).where(user.c.id == user_id)) is not None
+async def get_user(db: ReferralDatabase, user_id: int) -> Record | None:
+    query = user.select().with_only_columns(user.c.id, user.c.email, user.c.password_hash, user.c.token_version)
+    return await db.fetch_one(query.where(user.c.id == user_id))
+
+
+async def token_version(db: ReferralDatabase, user_id: int) -> int | None:
+    """The user's current token version, None when there is no such user."""
+    return await db.fetch_val(user.select().with_only_columns(user.c.token_version).where(user.c.id == user_id))
+
+
+async def end_sessions(db: ReferralDatabase, user_id: int, *, password_hash: str | None = None) -> int | None:
+    """Raise the token version (every token issued so far stops working), optionally with a new password hash.
+
+    Returns the new version, None when there is no such user.
+    """
+    values: dict[str, object] = {"token_version": user.c.token_version + 1}
+    if password_hash is not None:
+        values["password_hash"] = password_hash
+    query = user.update().where(user.c.id == user_id).values(values).returning(user.c.token_version)
+    return await db.fetch_val(query)
+
+
+async def replace_password_hash(db: ReferralDatabase, user_id: int, *, old_hash: str, new_hash: str) -> None:
+    """Store a rehash of the same password, unless the password changed meanwhile."""
+    await db.execute(
+        user.update().where(user.c.id == user_id, user.c.password_hash == old_hash).values(password_hash=new_hash)
+    )
 
 
 async def lock_user(db: ReferralDatabase, user_id: int) -> Record | None:

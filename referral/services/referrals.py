@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from referral.clock import utcnow
-from referral.config import Settings
 from referral.db import codes, referrals, users
 from referral.db.database import ReferralDatabase
 from referral.errors import InvalidField, ServiceError
-from referral.security import hash_password
+from referral.security import PasswordHasher
 from referral.services.codes import is_active
+from referral.services.mailboxes import canonical_mailbox
 from referral.services.models import CodeInfo, ReferralInfo, ReferralPage
+from referral.services.passwords import check_new_password
 from referral.services.users import EmailTaken
 
 
@@ -22,7 +23,7 @@ class CodeNotActive(ServiceError):
 
 
 class AlreadyReferred(ServiceError):
-    message = "This email is already registered as a referral."
+    message = "This email (or another address of the same mailbox) is already registered as a referral."
 
 
 class SelfReferral(InvalidField):
@@ -30,22 +31,25 @@ class SelfReferral(InvalidField):
     field = "email"
 
     def __init__(self) -> None:
-        super().__init__(reason="is the email of the code's owner")
+        super().__init__(reason="is a mailbox of the code's owner")
 
 
 class ReferralService:
-    def __init__(self, db: ReferralDatabase, settings: Settings) -> None:
+    def __init__(self, db: ReferralDatabase, hasher: PasswordHasher) -> None:
         self.db = db
-        self.settings = settings
+        self.hasher = hasher
 
-    async def register(self, *, email: str, code: str, password: str | None) -> ReferralInfo:
+    async def register(self, *, email: str, code: str, password: str | None, client: str) -> ReferralInfo:
         """Record `email` as referred by `code`; with a password it also becomes a user.
 
-        Always reads the database (never the code cache): a code deleted a moment ago is refused.
+        One referral per canonical mailbox, and none from a mailbox of the code's owner. Always reads
+        the database (never the code cache): a code deleted a moment ago is refused.
         """
-        password_hash = (
-            await hash_password(password, rounds=self.settings.bcrypt_rounds) if password is not None else None
-        )
+        password_hash = None
+        if password is not None:
+            check_new_password(password, email=email)
+            password_hash = await self.hasher.hash(password, client=client)
+        mailbox = canonical_mailbox(email)
         now = utcnow()
         async with self.db.transaction():
             used = await codes.get_code_for_use(self.db, code)
@@ -53,7 +57,7 @@ class ReferralService:
                 raise UnknownCode()
             if used["retired_at"] is not None or not is_active(used["expires_at"], now=now):
                 raise CodeNotActive()
-            if used["owner_email"] == email:
+            if canonical_mailbox(used["owner_email"]) == mailbox:
                 raise SelfReferral()
             new_user_id = None
             if password_hash is not None:
@@ -63,6 +67,7 @@ class ReferralService:
             referral_id = await referrals.insert_referral(
                 self.db,
                 email=email,
+                mailbox=mailbox,
                 code_id=used["id"],
                 referrer_id=used["user_id"],
                 user_id=new_user_id,

@@ -1,4 +1,8 @@
-"""Accounts: registration, sign-in and the users that tokens name."""
+"""Accounts: registration, sign-in, sessions (logout, password change) and the users tokens name.
+
+Every token carries the user's token version at issue; logout and a password change raise it, so
+every token issued until then stops working, while one issued after works at once.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,9 @@ from referral.db import users
 from referral.db.database import ReferralDatabase
 from referral.errors import ServiceError
 from referral.ratelimit import RateLimits
-from referral.security import InvalidToken, hash_password, issue_token, read_token, verify_password
+from referral.security import InvalidToken, PasswordHasher, TokenSubject, issue_token, read_token
 from referral.services.models import SignedIn
+from referral.services.passwords import check_new_password
 
 
 class EmailTaken(ServiceError):
@@ -23,38 +28,76 @@ class NotAuthenticated(ServiceError):
     message = "Authentication is required: send a valid token in the Authorization header."
 
 
+class WrongPassword(ServiceError):
+    message = "The current password is wrong."
+
+
 class UserService:
-    def __init__(self, db: ReferralDatabase, settings: Settings, limits: RateLimits) -> None:
+    def __init__(self, db: ReferralDatabase, settings: Settings, limits: RateLimits, hasher: PasswordHasher) -> None:
         self.db = db
         self.settings = settings
         self.limits = limits
+        self.hasher = hasher
 
-    async def register(self, *, email: str, password: str) -> int:
-        password_hash = await hash_password(password, rounds=self.settings.bcrypt_rounds)
+    async def register(self, *, email: str, password: str, client: str) -> int:
+        check_new_password(password, email=email)
+        password_hash = await self.hasher.hash(password, client=client)
         user_id = await users.insert_user(self.db, email=email, password_hash=password_hash)
         if user_id is None:
             raise EmailTaken()
         return user_id
 
-    async def sign_in(self, *, email: str, password: str) -> SignedIn:
+    async def sign_in(self, *, email: str, password: str, client: str) -> SignedIn:
         """A token for these credentials; one answer for an unknown email and a wrong password."""
-        await self.limits.check_login(email)
+        await self.limits.take_login_attempt(email, client)
         user = await users.get_user_by_email(self.db, email)
         stored_hash = user["password_hash"] if user is not None else None
-        if not await verify_password(password, stored_hash, rounds=self.settings.bcrypt_rounds):
-            await self.limits.record_failed_login(email)
+        if not await self.hasher.verify(password, stored_hash, client=client):
             raise BadCredentials()
         assert user is not None
-        return SignedIn(user["id"], issue_token(user["id"], self.settings), self.settings.token_lifetime_seconds)
+        assert stored_hash is not None
+        await self.limits.give_back_login_attempt(email, client)
+        if self.hasher.needs_rehash(stored_hash):  # keeps the dummy-hash timing equal for every account
+            new_hash = await self.hasher.hash(password, client=client)
+            await users.replace_password_hash(self.db, user["id"], old_hash=stored_hash, new_hash=new_hash)
+        return self._signed_in(TokenSubject(user["id"], user["token_version"]))
 
     async def user_of_token(self, token: str | None) -> int:
-        """The id of the user the token was issued to, while that user exists."""
+        """The id of the user the token was issued to, while that user exists and the token is not revoked."""
         if not token:
             raise NotAuthenticated()
         try:
-            user_id = read_token(token, self.settings)
+            subject = read_token(token, self.settings)
         except InvalidToken:
             raise NotAuthenticated("The token is invalid or expired.") from None
-        if not await users.user_exists(self.db, user_id):
+        version = await users.token_version(self.db, subject.user_id)
+        if version is None:
             raise NotAuthenticated("The user of this token no longer exists.")
-        return user_id
+        if version != subject.version:
+            raise NotAuthenticated("The token was revoked (logout or password change): sign in again.")
+        return subject.user_id
+
+    async def log_out(self, user_id: int) -> None:
+        """End every token of the user issued until now."""
+        if await users.end_sessions(self.db, user_id) is None:
+            raise NotAuthenticated("The user of this token no longer exists.")
+
+    async def change_password(self, user_id: int, *, current: str, new: str, client: str) -> SignedIn:
+        """Replace the password (a wrong current one counts as a failed login) and end every older token."""
+        user = await users.get_user(self.db, user_id)
+        if user is None:
+            raise NotAuthenticated("The user of this token no longer exists.")
+        check_new_password(new, email=user["email"], field="new_password")
+        await self.limits.take_login_attempt(user["email"], client)
+        if not await self.hasher.verify(current, user["password_hash"], client=client):
+            raise WrongPassword()
+        await self.limits.give_back_login_attempt(user["email"], client)
+        new_hash = await self.hasher.hash(new, client=client)
+        version = await users.end_sessions(self.db, user_id, password_hash=new_hash)
+        if version is None:
+            raise NotAuthenticated("The user of this token no longer exists.")
+        return self._signed_in(TokenSubject(user_id, version))
+
+    def _signed_in(self, subject: TokenSubject) -> SignedIn:
+        token = issue_token(subject, self.settings)
+        return SignedIn(subject.user_id, token, self.settings.token_lifetime_seconds)
