@@ -37,6 +37,8 @@ FUZZ_EMAIL = "fuzz-user@example.com"
 FUZZ_PASSWORD = "fuzz-password-not-secret"
 # User 2's code, which the fuzzer cannot touch (it has no token of user 2): referrals register with it.
 REFERRER_CODE = "FUZZ-REFERRER"
+# User 3 signs out and changes passwords (schemathesis.toml): user 1's token must survive the run.
+SESSION_EMAIL = "fuzz-session@example.com"
 
 
 @contextmanager
@@ -94,12 +96,21 @@ def sign_up(base_url: str, email: str, password: str, code: str | None = None) -
     return user_id["user_id"], token
 
 
-def seed_users(base_url: str) -> str:
-    """User 1 is the fuzzer's (its token is returned), user 2 a referrer with a code the fuzzer can use."""
+def seed_users(base_url: str) -> tuple[str, str]:
+    """User 1 is the fuzzer's, user 2 a referrer with a code the fuzzer can use, user 3 the one that
+    signs out and changes passwords. Returns the tokens of users 1 and 3."""
     user_id, token = sign_up(base_url, FUZZ_EMAIL, FUZZ_PASSWORD)
     assert user_id == 1, "the fuzz user must be user 1 (schemathesis.toml)"
     sign_up(base_url, "fuzz-referrer@example.com", secrets.token_urlsafe(16), REFERRER_CODE)
-    return token
+    _, session_token = sign_up(base_url, SESSION_EMAIL, FUZZ_PASSWORD)
+    return token, session_token
+
+
+def token_still_works(base_url: str, token: str) -> bool:
+    answer = httpx.get(
+        f"{base_url}/referals/list", params={"user_id": 1}, headers={"Authorization": f"Bearer {token}"}, timeout=10
+    )
+    return answer.status_code == 200
 
 
 def main() -> int:
@@ -113,7 +124,7 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix=f"referral-fuzz-{args.backend}-"))
     try:
         with fresh_database(args.backend, workdir) as database_url, live_server(database_url, workdir) as base_url:
-            token = seed_users(base_url)
+            token, session_token = seed_users(base_url)
             print(f"fuzzing {base_url} on {args.backend} as {FUZZ_EMAIL} (user 1)", flush=True)
             report_dir = args.report_dir or workdir / "report"
             command = [
@@ -141,9 +152,12 @@ def main() -> int:
                 "--no-color",
             ]
             print("$ " + " ".join(command), flush=True)
-            env = {**os.environ, "REFERRAL_FUZZ_TOKEN": token}
+            env = {**os.environ, "REFERRAL_FUZZ_TOKEN": token, "REFERRAL_FUZZ_SESSION_TOKEN": session_token}
             result = subprocess.run(command, cwd=workdir, env=env, check=False)  # noqa: S603
             print(f"schemathesis on {args.backend}: exit {result.returncode}", flush=True)
+            if not token_still_works(base_url, token):
+                print("the fuzz user's token was revoked during the run: protected operations went untested")
+                return 1
             return result.returncode
     finally:
         if args.report_dir is None and os.environ.get("KEEP_FUZZ_DIR") != "1":
