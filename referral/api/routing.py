@@ -144,7 +144,8 @@ def answer(body: Any, *, status: int = 200, headers: Mapping[str, str] | None = 
     Only for bodies built from stored or validated data (orjson refuses lone surrogates); error
     answers, which may quote input, go through Sanic's `json()` in `referral.api.problems`.
     """
-    return HTTPResponse(orjson.dumps(body), status=status, headers={**NOSNIFF, **(headers or {})}, content_type=JSON)
+    headers = NOSNIFF if headers is None else {**NOSNIFF, **headers}  # Sanic copies them: sharing is safe
+    return HTTPResponse(orjson.dumps(body), status=status, headers=headers, content_type=JSON)
 
 
 def no_content() -> HTTPResponse:
