@@ -80,9 +80,8 @@ class ReferralService:
 
     async def list_for(self, referrer_id: int, *, limit: int, offset: int) -> ReferralPage:
         """One page of the referrer's referrals, oldest first, with the total count."""
-        async with self.db.session():
-            rows = await referrals.list_referrals(self.db, referrer_id=referrer_id, limit=limit, offset=offset)
-            total = await referrals.count_referrals(self.db, referrer_id=referrer_id)
+        rows = await referrals.list_referrals(self.db, referrer_id=referrer_id, limit=limit, offset=offset)
+        total = rows[0]["total"] if rows else await referrals.count_referrals(self.db, referrer_id=referrer_id)
         items = [
             ReferralInfo(row["id"], row["email"], CodeInfo(row["user_id"], row["code"], row["expires_at"]))
             for row in rows
