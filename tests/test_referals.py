@@ -169,6 +169,10 @@ class TestList:
         assert page.headers["x-total-count"] == "5"
         tail = api.post("/referals/list", json={"user_id": owner.id, "limit": 10, "offset": 4}, headers=owner.auth)
         assert [item["email"] for item in tail.json()] == emails[4:]
+        assert tail.headers["x-total-count"] == "5"
+        beyond = api.get("/referals/list", params={"user_id": owner.id, "offset": 5}, headers=owner.auth)
+        assert beyond.json() == []
+        assert beyond.headers["x-total-count"] == "5"  # the total without a row to carry it
 
     def test_someone_elses_list_is_403(self, api, make):
         owner, other = make.user(), make.user()
