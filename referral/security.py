@@ -37,9 +37,10 @@ def _yield_to_event_loop() -> None:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASHING_NICENESS)
 
 
-# bcrypt is CPU-bound and releases the GIL: more threads than cores would only queue for the CPU.
+# bcrypt is CPU-bound and releases the GIL: one thread per core uses every core for logins, and the
+# lower priority leaves the event loop its share whenever it has work (bench/RESULTS.md, isolation).
 _hashing = ThreadPoolExecutor(
-    max_workers=max(1, (os.cpu_count() or 1) - 1), thread_name_prefix="bcrypt", initializer=_yield_to_event_loop
+    max_workers=os.cpu_count() or 1, thread_name_prefix="bcrypt", initializer=_yield_to_event_loop
 )
 
 
