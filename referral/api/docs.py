@@ -31,6 +31,7 @@ from sanic.response import html as html_response
 from sanic_ext import Extension
 
 from referral.api.openapi import openapi_document
+from referral.api.problems import NOSNIFF
 
 log = logging.getLogger("referral.docs")
 
@@ -179,11 +180,11 @@ def docs_blueprint(app: Sanic, *, title: str) -> Blueprint:
     async def openapi(request: Request) -> HTTPResponse:
         if not document:
             document.append(orjson.dumps(openapi_document(request.app, title=title)))
-        return raw(document[0], content_type="application/json")
+        return raw(document[0], content_type="application/json", headers=NOSNIFF)
 
     @bp.get("", name="index")
     async def index(request: Request) -> HTTPResponse:
-        return redirect(f"{prefix}/{default_ui}")
+        return redirect(f"{prefix}/{default_ui}", headers=NOSNIFF)
 
     @bp.get("/swagger", name="swagger")
     async def swagger(request: Request) -> HTTPResponse:
