@@ -1,16 +1,19 @@
 """Helpers shared by the tests and the benchmark: servers on free ports, throwaway PostgreSQL databases,
-and the REQUIRE_<X>=1 rule (a missing prerequisite fails under it, and is skipped otherwise).
+a TCP proxy a test can cut, and the REQUIRE_<X>=1 rule (a missing prerequisite fails under it, and is
+skipped otherwise).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -142,3 +145,110 @@ class ThrowawayPostgres:
 
     def __exit__(self, *_: object) -> None:
         self.drop()
+
+
+class TcpProxy:
+    """A TCP forwarder from a free loopback port to `target_host:target_port`, for outages on demand.
+
+    `cut()` closes every connection and refuses new ones (as a server that went away); `stall()` closes
+    every connection and then accepts new ones but never answers (as a server that hangs); `restore()`
+    forwards again. Threads, so that it works whatever event loop the test or the server runs.
+    """
+
+    def __init__(self, target_port: int, target_host: str = "127.0.0.1") -> None:
+        self.target = (target_host, target_port)
+        self.port = free_port()
+        self._lock = threading.Lock()
+        self._listener: socket.socket | None = None
+        self._connections: set[socket.socket] = set()
+        self._stalled = False
+        self.restore()
+
+    def restore(self) -> None:
+        with self._lock:
+            was_stalled, self._stalled = self._stalled, False
+        if was_stalled:
+            self._close_connections()  # the held ones
+        self._listen()
+
+    def cut(self) -> None:
+        with self._lock:
+            listener, self._listener = self._listener, None
+        if listener is not None:
+            _close(listener)  # shutdown() first: on Linux it stops the listening at once and wakes accept()
+        self._close_connections()
+
+    def stall(self) -> None:
+        with self._lock:
+            self._stalled = True
+        self._close_connections()
+        self._listen()
+
+    def _listen(self) -> None:
+        with self._lock:
+            if self._listener is not None:
+                return
+            listener = socket.socket()
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind(("127.0.0.1", self.port))
+            listener.listen(128)
+            self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True, name="proxy-accept").start()
+
+    def close(self) -> None:
+        self.cut()
+
+    def __enter__(self) -> TcpProxy:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _close_connections(self) -> None:
+        with self._lock:
+            connections, self._connections = self._connections, set()
+        for connection in connections:
+            _close(connection)
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # cut: the listener was closed
+            with self._lock:
+                if self._listener is not listener:
+                    _close(client)
+                    return
+                self._connections.add(client)
+                stalled = self._stalled
+            if stalled:
+                continue  # held open, never read: the client waits for its own timeout
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                self._forget(client)
+                continue
+            upstream.settimeout(None)
+            with self._lock:
+                self._connections.add(upstream)
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True, name="proxy-pump").start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        self._forget(source)
+        self._forget(sink)
+
+    def _forget(self, connection: socket.socket) -> None:
+        with self._lock:
+            self._connections.discard(connection)
+        _close(connection)
+
+
+def _close(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    sock.close()
