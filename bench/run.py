@@ -1,27 +1,67 @@
-"""`make bench [ARGS="--pg --users N ..."]`: seed, serve, load with wrk, report against a bare-Sanic ceiling.
+"""`make bench [ARGS="--pg --users N ..."]`: seed, serve, load with wrk, report against the ceilings.
 
-One run measures, with the service's production settings (one worker, access log off, bcrypt cost 12,
-rate limits off): the ceiling, each endpoint flat out, getcode's p99 alone and during a login storm,
-getcode at a small and the full user count, a list page at 1,000 and 100,000 referrals, peak RSS,
-and on SQLite the stock `databases` backend next to the pooled one. Results go to bench/RESULTS.md
-(the section of this backend) and a PNG chart beside it.
+One run measures, with the service's production settings (`python -m referral`, bcrypt cost 12,
+rate limits on with limits above what the benchmark sends, metrics and request ids on, the access
+log off and on), each row side by side with its ceiling in the same run:
+
+- cached getcode against bare Sanic (`bench.ceiling`), and with the access log on against a bare
+  Sanic writing the same line through the service's logging set-up; what rate limiting, metrics and
+  the access log each cost on it (the same server with one feature switched);
+- getcode with the cache off and the 100-row list page against bare Sanic + the driver answering the
+  same SQL (`bench.dbceiling`), and on PostgreSQL registration and update_code against the same
+  statements in one transaction;
+- logins during a storm against bcrypt's limit (cores / time of one cost-12 hash, timed here), and
+  getcode's p99 during the storm against quiet;
+- getcode at a small and the full user count, a list page at 1,000 and 100,000 referrals, peak RSS,
+  on SQLite the stock `databases` backend next to the pooled one, and on PostgreSQL one and two
+  workers with the in-process and the Redis code cache.
+
+Rows compared with each other are measured in interleaved rounds (each server in turn, `--rounds`
+times) and reported as the median round. Results go to bench/RESULTS.md (the section of this
+backend) and a PNG chart beside it.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import secrets
 import shutil
+import statistics
+import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import report
+from bench.ceiling import service_access_log
 from bench.load import LoadResult, Wrk, ensure_wrk
+from bench.rows import (
+    ALL_OFF,
+    AUTH,
+    CEILING,
+    CEILING_WITH_EXT,
+    DB_GETCODE,
+    DB_LIST,
+    DB_REGISTER,
+    DB_UPDATE,
+    HASH_SAMPLES,
+    HOT,
+    HOT_LOGGED,
+    LIST,
+    LOG_CEILING,
+    NO_METRICS,
+    NO_RATE_LIMIT,
+    NOCACHE,
+    PRODUCTION,
+    REGISTER,
+    UPDATE,
+)
 from bench.seed import (
     BENCH_PASSWORD,
     SeedPlan,
@@ -31,17 +71,22 @@ from bench.seed import (
     seed_sqlite,
     shared_password_hash,
 )
-from bench.servers import Server
-from referral.config import load_settings
-from referral.security import TokenSubject, issue_token
-from tests.support import ThrowawayPostgres
+from bench.servers import Server, start_all
+from referral.config import Settings, load_settings, variable_name
+from referral.security import TokenSubject, _hash_sync, issue_token
+from tests.support import ROOT, ThrowawayPostgres
 
 BENCH_DIR = Path(__file__).resolve().parent
 MAX_USERS = 1_000_000
 SMALL_REFERRER, BIG_REFERRER, REGISTER_CODE_OWNER = 1, 2, 3
-CEILING_WITH_EXT = "bare Sanic + sanic-ext (reference)"
 ISOLATION_DELAY_MS = 2  # each isolation connection waits 2 ms between requests: a steady load, not flat out
-SERVICE_KEYS = ("DATABASE_URL", "DB_", "REDIS_URL", "SQLITE_POOL", "CODE_CACHE", "RATE_LIMIT", "BCRYPT", "SANIC_")
+GIT = shutil.which("git")
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/14"  # the tests use db 15
+
+
+def available(setting: str) -> bool:
+    """Whether this tree's service has `setting` (a variable name); unknown variables are ignored by it."""
+    return setting.lower() in Settings.model_fields
 
 
 @dataclass
@@ -52,9 +97,15 @@ class Options:
     referrals: int
     small_referrals: int
     seconds: float
+    rounds: int
     connections: int
     storm_connections: int
     isolation_connections: int
+    bcrypt_rounds: int
+    workers: int
+    redis: bool
+    redis_url: str
+    scaling: bool
     stock: bool
     out: Path
     chart: Path
@@ -68,26 +119,49 @@ class Options:
 class Results:
     options: Options
     started: datetime
-    endpoints: dict[str, LoadResult] = field(default_factory=dict)
+    tree: str = ""
+    rows: dict[str, LoadResult] = field(default_factory=dict)  # the endpoint table
+    rounds: dict[str, list[LoadResult]] = field(default_factory=dict)  # every round of each row
+    features: dict[str, LoadResult] = field(default_factory=dict)  # cached getcode, one feature switched
+    todo: dict[str, str] = field(default_factory=dict)  # rows this tree cannot measure yet, and why
     quiet: LoadResult | None = None
     storm: LoadResult | None = None
     storm_auth: LoadResult | None = None
+    hash_seconds: float = 0.0
     scale_getcode: dict[int, LoadResult] = field(default_factory=dict)
     scale_list: dict[int, LoadResult] = field(default_factory=dict)
     stock: dict[str, tuple[LoadResult, LoadResult]] = field(default_factory=dict)  # name -> (stock, pooled)
+    scaling: dict[str, dict[str, LoadResult]] = field(default_factory=dict)  # configuration -> row -> result
+    scaling_note: str = ""
     peak_rss_mib: dict[str, float] = field(default_factory=dict)
     seed_seconds: float = 0.0
+    run_seconds: float = 0.0
+
+    @property
+    def bcrypt_limit(self) -> float:
+        """Logins a second bcrypt allows on this machine: every core hashing, nothing else running."""
+        return (os.cpu_count() or 1) / self.hash_seconds if self.hash_seconds else 0.0
 
 
 def parse_args(argv: list[str] | None) -> Options:
     parser = argparse.ArgumentParser(prog="make bench ARGS=...", description=__doc__.split("\n")[0])
     parser.add_argument("--pg", action="store_true", help="PostgreSQL (a throwaway database) instead of SQLite")
-    parser.add_argument("--users", type=int, default=10_000, help=f"seeded users, up to {MAX_USERS:,}")
+    parser.add_argument("--users", type=int, default=MAX_USERS, help=f"seeded users, 100,000 to {MAX_USERS:,}")
     parser.add_argument("--small-users", type=int, default=1_000, help="users of the small database (scale)")
     parser.add_argument("--referrals", type=int, default=100_000, help="referrals of the big referrer")
     parser.add_argument("--small-referrals", type=int, default=1_000, help="referrals of the small referrer")
     parser.add_argument("--seconds", type=float, default=5, help="load per measurement")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the compared rows (median)")
     parser.add_argument("--connections", type=int, default=16, help="wrk connections per endpoint")
+    parser.add_argument("--workers", type=int, default=1, help="WORKERS of the service (the scaling table: 1 to N)")
+    parser.add_argument("--redis", action="store_true", help="serve with REDIS_URL (the code cache and limits)")
+    parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL, help="Redis database for --redis (flushed first)")
+    parser.add_argument(
+        "--scaling",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the workers and Redis table (default: on PostgreSQL only)",
+    )
     parser.add_argument("--no-stock", action="store_true", help="skip the stock SQLite backend comparison")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes and 1 s runs: does the bench still work?")
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "RESULTS.md", help="markdown file to update")
@@ -101,9 +175,11 @@ def parse_args(argv: list[str] | None) -> Options:
     args = parser.parse_args(argv)
     if args.smoke:
         args.users, args.small_users, args.referrals, args.small_referrals = 60, 20, 300, 30
-        args.seconds, args.connections = 1, 4
-    if not 10 <= args.users <= MAX_USERS:
-        parser.error(f"--users must be between 10 and {MAX_USERS:,}")
+        args.seconds, args.connections, args.rounds = 1, 4, 1
+    elif not 100_000 <= args.users <= MAX_USERS:
+        parser.error(f"--users must be between 100,000 and {MAX_USERS:,} (the targets are set at 100,000 or more)")
+    if args.workers < 1 or args.rounds < 1:
+        parser.error("--workers and --rounds must be at least 1")
     backend = "pg" if args.pg else "sqlite"
     return Options(
         backend=backend,
@@ -112,9 +188,15 @@ def parse_args(argv: list[str] | None) -> Options:
         referrals=args.referrals,
         small_referrals=args.small_referrals,
         seconds=args.seconds,
+        rounds=args.rounds,
         connections=args.connections,
         storm_connections=8,
         isolation_connections=min(args.connections, 4),
+        bcrypt_rounds=4 if args.smoke else 12,  # the smoke run measures nothing: its logins need not wait
+        workers=args.workers,
+        redis=args.redis,
+        redis_url=args.redis_url,
+        scaling=args.scaling if args.scaling is not None else backend == "pg",
         stock=backend == "sqlite" and not args.no_stock,
         out=args.out,
         chart=args.out.with_name(f"results-{backend}.png"),
@@ -125,14 +207,48 @@ def parse_args(argv: list[str] | None) -> Options:
     )
 
 
+def redis_problem(url: str) -> str | None:
+    """None when Redis answers at `url` (its database then flushed), else why not."""
+    import redis
+
+    try:
+        client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        client.flushdb()
+        client.close()
+    except redis.RedisError as error:
+        return f"Redis at {url} is unreachable: {error}"
+    return None
+
+
+def tree_description() -> str:
+    """The commit the service ran from, and whether the tree had changes beside it."""
+    if GIT is None:
+        return ""
+    try:
+        commit = subprocess.run(  # noqa: S603
+            [GIT, "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(  # noqa: S603
+            [GIT, "status", "--porcelain", "--untracked-files=no", "--", "referral"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+    return f"{commit} (with uncommitted changes in referral/)" if dirty else commit
+
+
 class Bench:
     def __init__(self, options: Options, wrk: Wrk) -> None:
         self.o = options
         self.wrk = wrk
         self.secret = secrets.token_urlsafe(48)
-        self.results = Results(options, datetime.now(UTC))
+        self.results = Results(options, datetime.now(UTC), tree=tree_description())
         self.pg_databases: list[ThrowawayPostgres] = []
         self.password_hash = ""
+        self._prefixes = 0
 
     # -- databases -------------------------------------------------------------------------------
 
@@ -161,27 +277,75 @@ class Bench:
     # -- servers ---------------------------------------------------------------------------------
 
     def base_env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(SERVICE_KEYS)}
-        return {**env, "SANIC_ACCESS_LOG": "false", "SANIC_NO_MOTD": "true", "PYTHONUNBUFFERED": "1"}
+        """The bench's environment less every setting of the service and of Sanic."""
+        settings = {variable_name(name) for name in Settings.model_fields}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in settings and not k.startswith(("SANIC_", "DB_", "PROMETHEUS_", "BENCH_"))
+        }
+        return {**env, "SANIC_NO_MOTD": "true", "PYTHONUNBUFFERED": "1"}
 
-    def service(self, name: str, url: str, *, cache: bool, pool: bool = True) -> Server:
+    def service(
+        self,
+        name: str,
+        url: str,
+        *,
+        cache: bool = True,
+        pool: bool = True,
+        workers: int | None = None,
+        redis: bool | None = None,
+        **settings: str,
+    ) -> Server:
+        """`python -m referral` with the production settings (PRODUCTION), then `settings` on top."""
+        redis = self.o.redis if redis is None else redis
         env = {
             **self.base_env(),
+            "SANIC_ACCESS_LOG": "false",  # Sanic's own; the service's is ACCESS_LOG
             "DATABASE_URL": url,
-            "DB_SCHEMA": "",
-            "REDIS_URL": "",
             "SERVICE_NAME": "referral",
             "SECRET_KEY": self.secret,
-            "BCRYPT_ROUNDS": "12",
+            "BCRYPT_ROUNDS": str(self.o.bcrypt_rounds),
             "CODE_CACHE_TTL": "60" if cache else "0",
-            "RATE_LIMIT": "off",
-            "WORKERS": "1",
+            "WORKERS": str(workers or self.o.workers),
             "SQLITE_POOL": "on" if pool else "off",
+            **PRODUCTION,
+            **({"REDIS_URL": self.o.redis_url} if redis else {}),
+            **settings,
         }
         return Server(name, "referral", env, self.o.workdir)
 
+    def ceiling(self, name: str, **env: str) -> Server:
+        return Server(name, "bench.ceiling", {**self.base_env(), **env}, self.o.workdir)
+
+    def db_ceiling(self, name: str, url: str) -> Server:
+        env = {
+            **self.base_env(),
+            "BENCH_DB_URL": url,
+            "BENCH_DB_POOL": str(Settings.model_fields["db_pool_size"].default),
+        }
+        return Server(name, "bench.dbceiling", env, self.o.workdir)
+
+    @contextlib.contextmanager
+    def serving(self, servers: dict[str, Server], labels: dict[str, str] | None = None) -> Iterator[dict[str, Server]]:
+        """Start `servers` side by side; on leaving, stop them and keep each one's peak RSS (by label)."""
+        start_all(list(servers.values()))
+        try:
+            yield servers
+        finally:
+            peaks = self.results.peak_rss_mib
+            for name, server in servers.items():
+                server.stop()
+                label = (labels or {}).get(name, name)
+                peaks[label] = max(peaks.get(label, 0.0), server.peak_rss_mib)
+
     def token(self, user_id: int) -> str:
         return issue_token(TokenSubject(user_id, 0), load_settings(env={}, secret_key=self.secret))
+
+    def prefix(self) -> str:
+        """A new prefix for registered emails: every registration row registers new addresses."""
+        self._prefixes += 1
+        return f"r{self._prefixes}"
 
     # -- measurements ----------------------------------------------------------------------------
 
@@ -194,109 +358,226 @@ class Bench:
         if not self.o.smoke:
             self.wrk.run(server.url, script, connections=self.o.connections, seconds=1, env=_bench_env(env))
 
-    def record(self, name: str, result: LoadResult, *, endpoint: bool = True) -> LoadResult:
-        """Print `result`; with `endpoint`, it is also a row of the endpoint table."""
-        if endpoint:
-            self.results.endpoints[name] = result
+    def show(self, name: str, result: LoadResult) -> LoadResult:
         print(
-            f"  {name:<34} {result.rps:>9.1f} req/s  p50 {result.p50_ms:7.2f} ms  "
+            f"  {name:<44} {result.rps:>9.1f} req/s  p50 {result.p50_ms:7.2f} ms  "
             f"p99 {result.p99_ms:7.2f} ms  errors {result.errors}",
             flush=True,
         )
         return result
 
+    def record(self, name: str, result: LoadResult) -> LoadResult:
+        """A row of the endpoint table."""
+        self.results.rows[name] = result
+        return self.show(name, result)
+
+    def compare(self, plan: list[tuple[str, Server, str, dict[str, str | int]]]) -> dict[str, LoadResult]:
+        """Each (row, server, script, env) in turn, `rounds` times; each row's median round (by req/s)."""
+        measured: dict[str, list[LoadResult]] = {name: [] for name, *_ in plan}
+        for round_number in range(1, self.o.rounds + 1):
+            if self.o.rounds > 1:
+                print(f" round {round_number} of {self.o.rounds}", flush=True)
+            for name, server, script, env in plan:
+                values = {k: (v() if callable(v) else v) for k, v in env.items()}
+                measured[name].append(self.show(name, self.load(server, script, **values)))
+        self.results.rounds.update(measured)
+        return {name: _median(results) for name, results in measured.items()}
+
+    def time_one_hash(self) -> float:
+        """The time of one bcrypt hash at the service's cost in this process (the median of HASH_SAMPLES)."""
+        samples = []
+        for _ in range(HASH_SAMPLES):
+            started = time.perf_counter()
+            _hash_sync(BENCH_PASSWORD, self.o.bcrypt_rounds)
+            samples.append(time.perf_counter() - started)
+        return statistics.median(samples)
+
     def run(self) -> Results:
         o = self.o
+        r = self.results
         o.workdir.mkdir(parents=True, exist_ok=True)
-        self.password_hash = shared_password_hash()
+        if o.redis and (problem := redis_problem(o.redis_url)):
+            raise SystemExit(f"--redis: {problem}")
+        self.password_hash = shared_password_hash(o.bcrypt_rounds)
         started = time.monotonic()
         main_url = self.database(
             "main", SeedPlan(o.users, {SMALL_REFERRER: o.small_referrals, BIG_REFERRER: o.referrals})
         )
         small_url = self.database("small", SeedPlan(o.small_users))
-        self.results.seed_seconds = time.monotonic() - started
+        r.seed_seconds = time.monotonic() - started
 
         hot = {"first": min(100, o.users // 2), "count": min(1_000, o.users // 2)}
         everyone = {"first": 1, "count": o.users, "random": 1}
         writers = range(10, 10 + min(50, o.users - 10))
         tokens = o.workdir / "update-tokens.txt"
         tokens.write_text("".join(f"{self.token(n)}\n" for n in writers))
+        user_ids = o.workdir / "update-user-ids.txt"  # the DB ceiling's "token": the user id itself
+        user_ids.write_text("".join(f"{n}\n" for n in writers))
         small_list = {"user": SMALL_REFERRER, "token": self.token(SMALL_REFERRER), "limit": 100}
         big_list = {"user": BIG_REFERRER, "token": self.token(BIG_REFERRER), "limit": 100}
         logins = {"first": hot["first"], "count": hot["count"], "password": BENCH_PASSWORD}
+        register_code = code_of(REGISTER_CODE_OWNER)
 
-        print("ceiling: bare Sanic answering getcode's JSON, then the same with sanic-ext", flush=True)
-        for name, ext in (("ceiling", "0"), (CEILING_WITH_EXT, "1")):
-            with Server(name, "bench.ceiling", {**self.base_env(), "BENCH_CEILING_EXT": ext}, o.workdir) as ceiling:
-                self.warm(ceiling, "getcode", **hot)
-                self.record(name, self.load(ceiling, "getcode", **hot))
-            self.results.peak_rss_mib[name] = ceiling.peak_rss_mib
+        # 1. Cached getcode: the ceilings and the service with each feature switched, side by side.
+        servers = {
+            CEILING: self.ceiling("ceiling"),
+            CEILING_WITH_EXT: self.ceiling("ceiling-ext", BENCH_CEILING_EXT="1"),
+        }
+        features = {HOT: {}, NO_RATE_LIMIT: {"RATE_LIMIT": "off"}}
+        if available("METRICS"):
+            features[NO_METRICS] = {"METRICS": "off"}
+        else:
+            r.todo[NO_METRICS] = "this tree has no METRICS setting"
+        if available("ACCESS_LOG") and service_access_log() is not None:
+            servers[LOG_CEILING] = self.ceiling("ceiling-log", BENCH_CEILING_LOG="1", LOG_FORMAT="text")
+            features[HOT_LOGGED] = {"ACCESS_LOG": "on"}
+        else:
+            r.todo[HOT_LOGGED] = r.todo[LOG_CEILING] = (
+                "TODO: this tree has no ACCESS_LOG setting or no referral.logs access line yet"
+            )
+        features[ALL_OFF] = {"RATE_LIMIT": "off", "METRICS": "off", "ACCESS_LOG": "off"}
+        labels = {row: "service" if row == HOT else f"service, {row}" for row in features}
+        for number, (row, settings) in enumerate(features.items()):
+            servers[row] = self.service("service" if row == HOT else f"service-{number}", main_url, **settings)
+        print(f"cached getcode: {', '.join(servers)}", flush=True)
+        with self.serving(servers, labels):
+            for server in servers.values():
+                self.warm(server, "getcode", **hot)
+            medians = self.compare([(row, server, "getcode", hot) for row, server in servers.items()])
+        for row in (CEILING, CEILING_WITH_EXT, LOG_CEILING, HOT, HOT_LOGGED):
+            if row in medians:
+                r.rows[row] = medians[row]
+        r.features = {row: medians[row] for row in features}
 
-        print("service, code cache on", flush=True)
-        with self.service("service", main_url, cache=True) as server:
-            # Warm the code cache, then measure it hot: these three rows take well under CODE_CACHE_TTL.
-            self.warm(server, "getcode", **hot)
-            self.record("getcode (cache hot)", self.load(server, "getcode", **hot))
-            print(f"isolation: paced getcode p99, alone and in a login storm of {o.storm_connections} connections")
-            paced = {**hot, "delay_ms": ISOLATION_DELAY_MS}
-            # Twice as long as the other rows: a p99 of a fraction of a millisecond needs the samples.
-            isolation = {"connections": o.isolation_connections, "seconds": 2 * o.seconds, "env": _bench_env(paced)}
-            self.results.quiet = self.wrk.run(server.url, "getcode", **isolation)
-            storm = self.wrk.start(
-                server.url, "auth", connections=o.storm_connections, seconds=2 * o.seconds + 2, env=_bench_env(logins)
+        # 2. The headline service: logins, alone and in a storm; the database rows against the driver.
+        print("service (production settings), its DB ceiling, and the service with the code cache off", flush=True)
+        servers = {
+            "service": self.service("service", main_url),
+            "DB ceiling": self.db_ceiling("db-ceiling", main_url),
+            "service, cache off": self.service("service-nocache", main_url, cache=False),
+        }
+        with self.serving(servers):
+            service, ceiling, nocache = servers.values()
+            self.isolation(service, hot, logins)
+            self.record(AUTH, self.load(service, "auth", connections=o.storm_connections, **logins))
+            for server in (ceiling, nocache):
+                self.warm(server, "getcode", **everyone)
+            plan: list[tuple[str, Server, str, dict[str, str | int]]] = [
+                (DB_GETCODE, ceiling, "getcode", everyone),
+                (NOCACHE, nocache, "getcode", everyone),
+                (DB_LIST, ceiling, "list", small_list),
+                (LIST, nocache, "list", small_list),
+            ]
+            if o.backend == "pg":
+                plan += [
+                    (DB_REGISTER, ceiling, "register", {"code": register_code, "prefix": self.prefix}),
+                    (REGISTER, service, "register", {"code": register_code, "prefix": self.prefix}),
+                    (DB_UPDATE, ceiling, "update_code", {"tokens": str(user_ids)}),
+                    (UPDATE, service, "update_code", {"tokens": str(tokens)}),
+                ]
+            medians = self.compare(plan)
+            for row, *_ in plan:
+                r.rows[row] = medians[row]
+            if o.backend != "pg":  # no DB ceiling for the writes on SQLite: measured once
+                self.record(REGISTER, self.load(service, "register", code=register_code, prefix=self.prefix()))
+                self.record(UPDATE, self.load(service, "update_code", tokens=str(tokens)))
+            r.scale_getcode[o.users] = r.rows[NOCACHE]
+            r.scale_list[o.small_referrals] = r.rows[LIST]
+            r.scale_list[o.referrals] = self.show(
+                f"list page, {o.referrals:,} referrals", self.load(nocache, "list", **big_list)
             )
-            time.sleep(1)  # the storm is on
-            self.results.storm = self.wrk.run(server.url, "getcode", **isolation)
-            self.results.storm_auth = self.wrk.finish(storm)
-            print(
-                f"  quiet p99 {self.results.quiet.p99_ms:.2f} ms, storm p99 {self.results.storm.p99_ms:.2f} ms "
-                f"(auth {self.results.storm_auth.rps:.1f} req/s meanwhile)",
-                flush=True,
-            )
-            time.sleep(3)  # let the storm's last logins finish
-            self.record(
-                "/referals/register", self.load(server, "register", code=code_of(REGISTER_CODE_OWNER), prefix="a")
-            )
-            self.results.scale_list[o.small_referrals] = self.record(
-                "/referals/list (100-row page)", self.load(server, "list", **small_list)
-            )
-            self.results.scale_list[o.referrals] = self.record(
-                f"list page, {o.referrals:,} referrals", self.load(server, "list", **big_list), endpoint=False
-            )
-            self.record("/refer/update_code", self.load(server, "update_code", tokens=str(tokens)))
-            self.record("/user/auth", self.load(server, "auth", connections=o.storm_connections, **logins))
-        self.results.peak_rss_mib["service"] = server.peak_rss_mib
 
-        print("service, code cache off", flush=True)
-        with self.service("service-nocache", main_url, cache=False) as server:
-            self.warm(server, "getcode", **everyone)
-            result = self.record("getcode (cache disabled)", self.load(server, "getcode", **everyone))
-            self.results.scale_getcode[o.users] = result
-        self.results.peak_rss_mib["service, cache off"] = server.peak_rss_mib
-
+        # 3. Scale and connection handling.
         print(f"service, code cache off, {o.small_users:,} users", flush=True)
         small_everyone = {**everyone, "count": o.small_users}
-        with self.service("service-small", small_url, cache=False) as server:
+        with self.serving({"service, small database": self.service("service-small", small_url, cache=False)}) as s:
+            (server,) = s.values()
             self.warm(server, "getcode", **small_everyone)
-            self.results.scale_getcode[o.small_users] = self.record(
-                f"getcode, {o.small_users:,} users", self.load(server, "getcode", **small_everyone), endpoint=False
+            r.scale_getcode[o.small_users] = self.show(
+                f"getcode, {o.small_users:,} users", self.load(server, "getcode", **small_everyone)
             )
-        self.results.peak_rss_mib["service, small database"] = server.peak_rss_mib
-
         if o.stock:
             print("stock `databases` SQLite backend (SQLITE_POOL=off), code cache off", flush=True)
-            with self.service("service-stock", main_url, cache=False, pool=False) as server:
+            with self.serving(
+                {"service, stock SQLite backend": self.service("service-stock", main_url, cache=False, pool=False)}
+            ) as s:
+                (server,) = s.values()
                 self.warm(server, "getcode", **everyone)
-                stock_getcode = self.load(server, "getcode", **everyone)
-                stock_list = self.load(server, "list", **small_list)
-            self.results.stock["getcode (cache disabled)"] = (stock_getcode, self.results.scale_getcode[o.users])
-            self.results.stock["/referals/list (100-row page)"] = (
-                stock_list,
-                self.results.scale_list[o.small_referrals],
-            )
-            for name, (stock, pooled) in self.results.stock.items():
-                print(f"  {name:<34} stock {stock.rps:8.1f} req/s, pooled {pooled.rps:8.1f} req/s", flush=True)
-        return self.results
+                stock_getcode = self.show("getcode (stock backend)", self.load(server, "getcode", **everyone))
+                stock_list = self.show("list (stock backend)", self.load(server, "list", **small_list))
+            r.stock[NOCACHE] = (stock_getcode, r.rows[NOCACHE])
+            r.stock[LIST] = (stock_list, r.rows[LIST])
+
+        # 4. Workers and the Redis code cache.
+        if o.scaling:
+            self.scaling(main_url, hot, register_code)
+        return r
+
+    def isolation(self, server: Server, hot: dict[str, int], logins: dict[str, str | int]) -> None:
+        o, r = self.o, self.results
+        r.hash_seconds = self.time_one_hash()
+        print(
+            f"isolation: one cost-{o.bcrypt_rounds} hash takes {r.hash_seconds * 1000:.0f} ms here: bcrypt's limit is "
+            f"{os.cpu_count()} cores / that = {r.bcrypt_limit:.2f} logins/s; paced getcode p99, alone and in a "
+            f"login storm of {o.storm_connections} connections",
+            flush=True,
+        )
+        self.warm(server, "getcode", **hot)
+        paced = {**hot, "delay_ms": ISOLATION_DELAY_MS}
+        # Twice as long as the other rows: a p99 of a fraction of a millisecond needs the samples.
+        isolation = {"connections": o.isolation_connections, "seconds": 2 * o.seconds, "env": _bench_env(paced)}
+        r.quiet = self.wrk.run(server.url, "getcode", **isolation)
+        storm = self.wrk.start(
+            server.url, "auth", connections=o.storm_connections, seconds=2 * o.seconds + 2, env=_bench_env(logins)
+        )
+        time.sleep(1)  # the storm is on
+        r.storm = self.wrk.run(server.url, "getcode", **isolation)
+        r.storm_auth = self.wrk.finish(storm)
+        print(
+            f"  quiet p99 {r.quiet.p99_ms:.2f} ms, storm p99 {r.storm.p99_ms:.2f} ms "
+            f"(auth {r.storm_auth.rps:.2f} req/s meanwhile, {r.storm_auth.errors} errors)",
+            flush=True,
+        )
+        time.sleep(3)  # let the storm's last logins finish
+
+    def scaling(self, url: str, hot: dict[str, int], register_code: str) -> None:
+        o, r = self.o, self.results
+        configurations: dict[str, dict[str, object]] = {}
+        for workers in sorted({1, max(2, o.workers)}):
+            configurations[f"{workers} worker{'s' if workers > 1 else ''}, in-process cache"] = {
+                "workers": workers,
+                "redis": False,
+            }
+        problem = redis_problem(o.redis_url)
+        if problem is None:
+            for workers in sorted({1, max(2, o.workers)}):
+                configurations[f"{workers} worker{'s' if workers > 1 else ''}, Redis (REDIS_URL)"] = {
+                    "workers": workers,
+                    "redis": True,
+                }
+        else:
+            r.scaling_note = f"no Redis rows: {problem}"
+        if o.smoke:  # one of each kind is enough to know the rows still work
+            configurations = dict(list(configurations.items())[-1:])
+        print(f"scaling: {', '.join(configurations)}", flush=True)
+        servers = {
+            f"scaling: {name}": self.service(f"scaling-{i}", url, **config)  # type: ignore[arg-type]
+            for i, (name, config) in enumerate(configurations.items())
+        }
+        with self.serving(servers):
+            plan: list[tuple[str, Server, str, dict[str, str | int]]] = []
+            for name, server in servers.items():
+                self.warm(server, "getcode", **hot)
+                plan.append((f"{name}|{HOT}", server, "getcode", hot))
+                plan.append((f"{name}|{REGISTER}", server, "register", {"code": register_code, "prefix": self.prefix}))
+            medians = self.compare(plan)
+        for key, result in medians.items():
+            name, row = key.split("|")
+            r.scaling.setdefault(name.removeprefix("scaling: "), {})[row] = result
+
+
+def _median(results: list[LoadResult]) -> LoadResult:
+    return sorted(results, key=lambda result: result.rps)[(len(results) - 1) // 2]
 
 
 def _bench_env(values: dict[str, str | int]) -> dict[str, str]:
@@ -308,20 +589,22 @@ def main(argv: list[str] | None = None) -> None:
     wrk = Wrk(ensure_wrk())
     print(
         f"bench on {options.backend}: {options.users:,} users, {os.cpu_count()} CPUs, "
-        f"Python {platform.python_version()}, {options.seconds:g} s per measurement",
+        f"Python {platform.python_version()}, {options.seconds:g} s per measurement, {options.rounds} rounds",
         flush=True,
     )
+    started = time.monotonic()
     bench = Bench(options, wrk)
     try:
         results = bench.run()
     finally:
         bench.cleanup()
+    results.run_seconds = time.monotonic() - started
     section = report.markdown(results)
     print()
     print(section)
     report.update_results_file(options.out, options.backend, section)
     report.chart(results, options.chart)
-    print(f"written: {options.out} and {options.chart}")
+    print(f"written: {options.out} and {options.chart} ({results.run_seconds:.0f} s)")
     if not report.all_met(results):
         print("some targets are missed: see the Targets table", file=sys.stderr)
 

@@ -90,8 +90,8 @@ TABLES_WITH_IDS = (
 TABLES = (*TABLES_WITH_IDS, (referral_count, ("referrer_id", "total"), "referral_counts"))
 
 
-def shared_password_hash() -> str:
-    return _hash_sync(BENCH_PASSWORD, 12)
+def shared_password_hash(rounds: int = 12) -> str:
+    return _hash_sync(BENCH_PASSWORD, rounds)
 
 
 def migrate(database_url: str) -> None:

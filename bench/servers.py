@@ -23,6 +23,19 @@ def _peak_rss_kib(pid: int) -> int:
     return 0
 
 
+def start_all(servers: list[Server], *, timeout: float = 90) -> None:
+    """Start `servers` side by side (their imports overlap), then wait until each answers."""
+    try:
+        for server in servers:
+            server.launch()
+        for server in servers:
+            server.wait_ready(timeout=timeout)
+    except BaseException:
+        for server in servers:
+            server.stop()
+        raise
+
+
 class Server:
     """A server process (`python -m <module>`) on 127.0.0.1:<free port>, its output in `log`.
 
@@ -36,7 +49,7 @@ class Server:
         self.env = {**env, "HOST": "127.0.0.1", "PORT": str(self.port)}
         self.log = log_dir / f"{name}.log"
         self.process: subprocess.Popen[bytes] | None = None
-        self.peak_rss_mib = 0.0  # largest single process (the worker serving requests)
+        self.peak_rss_mib = 0.0  # the largest worker (Sanic's main process only runs the workers)
         self._peaks: dict[int, int] = {}
         self._watching = False
         self._watcher: threading.Thread | None = None
@@ -46,15 +59,23 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, *, timeout: float = 60) -> Server:
+        self.launch()
+        return self.wait_ready(timeout=timeout)
+
+    def launch(self) -> None:
+        """Start the process without waiting for it to answer (`wait_ready` waits)."""
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(  # noqa: S603 (our own interpreter and module)
                 [sys.executable, "-m", self.module],
-                cwd=ROOT,
-                env=self.env,
+                cwd=self.log.parent,  # not the repository: a developer's .env there is not read
+                env={**self.env, "PYTHONPATH": str(ROOT)},
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+
+    def wait_ready(self, *, timeout: float = 60) -> Server:
+        assert self.process is not None
         try:
             wait_until_healthy(self.url, self.process, seconds=timeout)
         except RuntimeError as error:
@@ -64,6 +85,11 @@ class Server:
         self._watcher = threading.Thread(target=self._watch, daemon=True)
         self._watcher.start()
         return self
+
+    @property
+    def worker_pids(self) -> list[int]:
+        """The processes serving requests (Sanic's workers, children of the main process)."""
+        return [process.pid for process in self._processes()[1:]]
 
     def _processes(self) -> list[psutil.Process]:
         assert self.process is not None
@@ -77,8 +103,10 @@ class Server:
         for process in self._processes():
             peak = _peak_rss_kib(process.pid)
             self._peaks[process.pid] = max(self._peaks.get(process.pid, 0), peak)
-        if self._peaks:
-            self.peak_rss_mib = max(self._peaks.values()) / 1024
+        assert self.process is not None
+        workers = [peak for pid, peak in self._peaks.items() if pid != self.process.pid]
+        if workers or self._peaks:
+            self.peak_rss_mib = max(workers or self._peaks.values()) / 1024
 
     def _watch(self) -> None:
         while self._watching:
