@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,17 +12,17 @@ from sanic.log import LOGGING_CONFIG_DEFAULTS
 from referral.api import api
 from referral.api.docs import ApiDocs
 from referral.api.problems import ProblemErrorHandler
-from referral.cache import CodeCache, InvalidationBroadcast
+from referral.cache import CodeCache
 from referral.config import Settings, load_settings, warn_if_insecure
 from referral.db.database import ReferralDatabase, create_database
 from referral.ratelimit import RateLimits
+from referral.redis_link import RedisLink
 from referral.security import PasswordHasher
 from referral.services.codes import CodeService
 from referral.services.referrals import ReferralService
 from referral.services.users import UserService
 
 SANIC_CONFIG_FILE = Path(__file__).resolve().parent.parent / "sanic.cfg"
-CACHE_LISTENER = "code-cache-invalidations"
 LOG_CONFIG = {
     **LOGGING_CONFIG_DEFAULTS,
     "loggers": {
@@ -46,7 +44,7 @@ class AppContext:
     users: UserService
     codes: CodeService
     referrals: ReferralService
-    cache_listener: asyncio.Task[None] | None = None
+    redis: RedisLink | None = None  # REDIS_URL: the code cache and the rate limits share it
 
 
 ReferralApp = Sanic[Any, AppContext]
@@ -56,16 +54,19 @@ def create_app(*_: Any, settings: Settings | None = None) -> ReferralApp:
     """Build the app. Positional arguments (Sanic's CLI passes one) are ignored."""
     settings = settings or load_settings()
     db = create_database(settings)
-    cache = CodeCache(ttl=settings.code_cache_ttl, maxsize=settings.code_cache_size)
-    rate_limits = RateLimits(settings)
+    redis = (
+        RedisLink(settings.redis_url, prefix=settings.service_name, timeout=settings.redis_timeout_ms / 1000)
+        if settings.redis_url
+        else None
+    )
+    cache = CodeCache(ttl=settings.code_cache_ttl, maxsize=settings.code_cache_size, redis=redis)
+    rate_limits = RateLimits(settings, redis)
     hasher = PasswordHasher(
         rounds=settings.bcrypt_rounds,
         per_client=settings.hash_concurrency_per_ip,
         queue_max=settings.hash_queue_max,
         enabled=settings.rate_limit,
     )
-    if settings.redis_url:
-        InvalidationBroadcast(settings.redis_url, cache)
     ctx = AppContext(
         settings=settings,
         db=db,
@@ -75,6 +76,7 @@ def create_app(*_: Any, settings: Settings | None = None) -> ReferralApp:
         users=UserService(db, settings, rate_limits, hasher),
         codes=CodeService(db, cache),
         referrals=ReferralService(db, hasher),
+        redis=redis,
     )
     app: ReferralApp = Sanic("referral", ctx=ctx, error_handler=ProblemErrorHandler(), log_config=LOG_CONFIG)
     if SANIC_CONFIG_FILE.is_file():
@@ -93,15 +95,11 @@ async def _open_resources(app: ReferralApp) -> None:
     warn_if_insecure(app.ctx.settings)
     await app.ctx.db.connect()
     await app.ctx.hasher.warm_up()
-    if app.ctx.cache.broadcast is not None:
-        app.ctx.cache_listener = asyncio.create_task(app.ctx.cache.broadcast.listen(), name=CACHE_LISTENER)
+    if app.ctx.redis is not None:
+        await app.ctx.redis.check()  # a warning at start when Redis does not answer; the service starts
 
 
 async def _close_resources(app: ReferralApp) -> None:
-    if app.ctx.cache_listener is not None:
-        app.ctx.cache_listener.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await app.ctx.cache_listener
-    if app.ctx.cache.broadcast is not None:
-        await app.ctx.cache.broadcast.close()
+    if app.ctx.redis is not None:
+        await app.ctx.redis.close()
     await app.ctx.db.disconnect()

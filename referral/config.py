@@ -108,8 +108,14 @@ class Settings(BaseSettings):
     )
     redis_url: str | None = Field(
         None,
-        description="shared rate-limit counters and code-cache invalidations across workers and instances; "
-        "unset: in process",
+        description="shared code cache and rate-limit counters across workers and instances (keys begin with "
+        "SERVICE_NAME); unset: in process",
+    )
+    redis_timeout_ms: int = Field(
+        500,
+        ge=1,
+        description="milliseconds a Redis call (connect or answer) may take before Redis counts as down: rate limits "
+        "then count in process and getcode reads the database, and Redis is tried again every second",
     )
 
     @property

@@ -3,72 +3,124 @@
 Failed logins are counted per (email, client IP), and a login takes its slot before bcrypt runs:
 concurrent wrong guesses can never exceed the limit, and a right password gives the slot back, so
 successful logins never count. Wrong guesses from one address never lock the owner out elsewhere.
-Counters live in process, or in Redis when REDIS_URL is set so that every worker shares them.
+
+Counters live in process, or with REDIS_URL in Redis, shared by every worker and instance (keys under
+`{SERVICE_NAME}:limits:`). While Redis is unavailable (`referral.redis_link`) they count in process
+again: each process then allows the full limit on its own, until Redis is back.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
 
 from limits import RateLimitItem, parse
-from limits.aio.storage import MemoryStorage, Storage
+from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter
-from limits.storage import storage_from_string
 
 from referral.config import Settings
 from referral.errors import RateLimited
+from referral.redis_link import REDIS_ERRORS, RedisLink
 
 LOGIN = "login"
 
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Counters:
+    """One storage and the two strategies on it."""
+
+    storage: Storage
+    moving: MovingWindowRateLimiter
+    fixed: FixedWindowRateLimiter  # for failed logins: its counter can be given back
+
+    @classmethod
+    def on(cls, storage: Storage) -> Counters:
+        return cls(storage, MovingWindowRateLimiter(storage), FixedWindowRateLimiter(storage))
+
 
 class RateLimits:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, redis: RedisLink | None = None) -> None:
         self.enabled = settings.rate_limit
         self.per_ip: RateLimitItem = parse(settings.rate_limit_ip)
         self.per_user: RateLimitItem = parse(settings.rate_limit_user)
         self.failed_logins: RateLimitItem = parse(settings.rate_limit_login)
-        self.storage: Storage = (
-            # on redis-py, the client the code cache uses too (limits' default would be coredis)
-            storage_from_string(_async_redis_url(settings.redis_url), implementation="redispy")
-            if settings.redis_url
-            else MemoryStorage()
+        self.redis = redis
+        self.local = Counters.on(MemoryStorage())
+        self.shared = (
+            Counters.on(
+                RedisStorage(
+                    _async_redis_url(settings.redis_url or ""),
+                    implementation="redispy",
+                    key_prefix=f"{redis.prefix}:limits",
+                    connection_pool=redis.pool,  # the code cache's pool: its timeouts, no retries
+                )
+            )
+            if redis is not None
+            else None
         )
-        self._limiter = MovingWindowRateLimiter(self.storage)
-        self._attempts = FixedWindowRateLimiter(self.storage)  # its counter can be given back
 
     async def hit_ip(self, ip: str, scope: str) -> None:
         """Count a request from `ip`; RateLimited once the per-IP limit is used up."""
-        if self.enabled and not await self._limiter.hit(self.per_ip, "ip", scope, ip):
-            raise RateLimited(retry_after=await self._retry_after(self._limiter, self.per_ip, "ip", scope, ip))
+        if not self.enabled:
+            return
+        retry_after = await self._use(lambda counters: _hit(counters.moving, self.per_ip, "ip", scope, ip))
+        if retry_after is not None:
+            raise RateLimited(retry_after=retry_after)
 
     async def hit_user(self, user_id: int) -> None:
         """Count an authenticated write of the user; RateLimited once RATE_LIMIT_USER is used up."""
-        if self.enabled and not await self._limiter.hit(self.per_user, "user", str(user_id)):
-            raise RateLimited(
-                "Too many changes from your account: slow down.",
-                retry_after=await self._retry_after(self._limiter, self.per_user, "user", str(user_id)),
-            )
+        if not self.enabled:
+            return
+        retry_after = await self._use(lambda counters: _hit(counters.moving, self.per_user, "user", str(user_id)))
+        if retry_after is not None:
+            raise RateLimited("Too many changes from your account: slow down.", retry_after=retry_after)
 
     async def take_login_attempt(self, email: str, ip: str) -> None:
         """Take one of the failed logins `email` may have from `ip`, before the password is checked."""
-        if self.enabled and not await self._attempts.hit(self.failed_logins, LOGIN, email, ip):
+        if not self.enabled:
+            return
+        retry_after = await self._use(lambda counters: _hit(counters.fixed, self.failed_logins, LOGIN, email, ip))
+        if retry_after is not None:
             raise RateLimited(
-                "Too many failed logins for this email from your address: try again later.",
-                retry_after=await self._retry_after(self._attempts, self.failed_logins, LOGIN, email, ip),
+                "Too many failed logins for this email from your address: try again later.", retry_after=retry_after
             )
 
     async def give_back_login_attempt(self, email: str, ip: str) -> None:
         """The password was right: the attempt does not count."""
-        if self.enabled:
-            key = self.failed_logins.key_for(LOGIN, email, ip)
-            await self.storage.incr(key, self.failed_logins.get_expiry(), amount=-1)
+        if not self.enabled:
+            return
+        key = self.failed_logins.key_for(LOGIN, email, ip)
 
-    async def _retry_after(
-        self, limiter: MovingWindowRateLimiter | FixedWindowRateLimiter, item: RateLimitItem, *identifiers: str
-    ) -> int:
-        stats = await limiter.get_window_stats(item, *identifiers)
-        return max(1, math.ceil(stats.reset_time - time.time()))
+        async def give_back(counters: Counters) -> None:
+            # never below zero: the slot may have been taken from the other storage (Redis went or came back)
+            if await counters.storage.get(key) > 0:
+                await counters.storage.incr(key, self.failed_logins.get_expiry(), amount=-1)
+
+        await self._use(give_back)
+
+    async def _use(self, action: Callable[[Counters], Awaitable[T]]) -> T:
+        """`action` on the shared counters while Redis is up, otherwise (or when it fails) on this process's."""
+        if self.shared is not None and self.redis is not None and self.redis.up:
+            try:
+                return await action(self.shared)
+            except REDIS_ERRORS as error:
+                self.redis.failed(error)
+        return await action(self.local)
+
+
+async def _hit(
+    limiter: MovingWindowRateLimiter | FixedWindowRateLimiter, item: RateLimitItem, *identifiers: str
+) -> int | None:
+    """Count one hit: None when allowed, otherwise the seconds until it would be (Retry-After)."""
+    if await limiter.hit(item, *identifiers):
+        return None
+    stats = await limiter.get_window_stats(item, *identifiers)
+    return max(1, math.ceil(stats.reset_time - time.time()))
 
 
 def _async_redis_url(url: str) -> str:

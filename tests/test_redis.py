@@ -1,105 +1,263 @@
-"""REDIS_URL: code cache invalidations reach every worker, rate-limit counters are shared."""
+"""REDIS_URL in one process: the code cache in Redis (leases against stale fills, TTLs, outages) and the
+shared rate-limit counters. Separate processes are in test_redis_processes.py.
+
+Each test uses a key prefix (SERVICE_NAME) of its own and deletes its keys at the end, so tests and
+test runs sharing one Redis never see each other's keys.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import secrets
+import time
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
-import redis.asyncio as aioredis
+import redis
 
 from referral.app import create_app
-from referral.cache import INVALIDATION_CHANNEL
+from referral.cache import CodeCache, encode
 from referral.clock import utcnow
 from referral.config import Settings
-from referral.db.tables import referral_code
+from referral.db import codes as code_queries
+from referral.redis_link import RedisLink
+from referral.services.models import CodeInfo
 from tests.factories import Factory, random_email
 from tests.live import LiveClient
 from tests.problems import assert_problem
-from tests.support import require
+from tests.support import TcpProxy, require
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+PATIENT_MS = 3000  # a machine busy with other tests never trips the breaker where sharing is asserted
 
 pytestmark = pytest.mark.sqlite_only
 
 
-async def _flush() -> None:
-    client = aioredis.from_url(REDIS_URL, socket_connect_timeout=2)
-    try:
-        await client.flushdb()
-    finally:
-        await client.aclose()
-
-
 @pytest.fixture
-def redis_url() -> str:
+def redis_client() -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
     try:
-        asyncio.run(_flush())
-    except (aioredis.RedisError, OSError) as error:
+        client.ping()
+    except (redis.RedisError, OSError) as error:
         require("redis", f"Redis at {REDIS_URL} is unreachable: {error!r}")
-    return REDIS_URL
+    yield client
+    client.close()
 
 
 @pytest.fixture
-def shared_api(settings: Settings, redis_url: str) -> Iterator[LiveClient]:
-    with LiveClient(create_app(settings=settings.with_overrides(redis_url=redis_url))) as client:
-        yield client
+def prefix(redis_client: redis.Redis) -> Iterator[str]:
+    """A SERVICE_NAME of the test's own: every key the service writes begins with it."""
+    name = f"referral-test-{secrets.token_hex(4)}"
+    yield name
+    for key in redis_client.scan_iter(match=f"{name}:*", count=1000):
+        redis_client.delete(key)
 
 
-def test_an_invalidation_from_another_worker_drops_the_cached_code(shared_api):
-    make = Factory(shared_api)
-    owner = make.user()
-    make.code(owner)
-    assert shared_api.get("/refer/getcode", params={"email": owner.email}).status_code == 200  # cached now
-    retire = referral_code.update().where(referral_code.c.user_id == owner.id).values(retired_at=utcnow())
-    shared_api.run(shared_api.app.ctx.db.execute(retire))  # another worker deletes the code...
-    assert shared_api.get("/refer/getcode", params={"email": owner.email}).status_code == 200  # still cached
+@pytest.fixture
+def proxy(redis_client: redis.Redis) -> Iterator[TcpProxy]:
+    with TcpProxy(redis_client.connection_pool.connection_kwargs["port"]) as tcp_proxy:
+        yield tcp_proxy
 
-    async def announce() -> None:  # ...and announces it
-        client = aioredis.from_url(REDIS_URL)
+
+def proxied_url(proxy: TcpProxy, redis_client: redis.Redis) -> str:
+    return f"redis://127.0.0.1:{proxy.port}/{redis_client.connection_pool.connection_kwargs['db']}"
+
+
+@pytest.fixture
+def shared_settings(settings: Settings, prefix: str) -> Settings:
+    return settings.with_overrides(redis_url=REDIS_URL, service_name=prefix, redis_timeout_ms=PATIENT_MS)
+
+
+def code(expires_in: timedelta = timedelta(days=1), name: str = "CODE-1") -> CodeInfo:
+    return CodeInfo(1, name, (utcnow() + expires_in).replace(microsecond=0))
+
+
+async def wait_until_up(link: RedisLink, seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while not link.up:
+        assert time.monotonic() < deadline, "Redis never came back"
+        await asyncio.sleep(0.02)
+
+
+def test_the_cache_lives_in_redis_with_a_ttl_capped_by_the_setting_and_the_code(redis_client, prefix):
+    async def scenario() -> None:
+        link = RedisLink(REDIS_URL, prefix=prefix, timeout=PATIENT_MS / 1000)
+        cache = CodeCache(ttl=60, redis=link)
         try:
-            await client.publish(INVALIDATION_CHANNEL, owner.email)
+            for email, entry, cap_ms in (
+                ("long@example.com", code(timedelta(days=1)), 60_000),
+                ("short@example.com", code(timedelta(seconds=5)), 5_000),
+            ):
+                await cache.put(email, entry, ticket=await cache.fill_ticket(email))
+                assert await cache.get(email) == entry
+                assert cap_ms - 2_000 < redis_client.pttl(f"{prefix}:code:{email}") <= cap_ms
+            gone = code(timedelta(seconds=-1))
+            await cache.put("gone@example.com", gone, ticket=await cache.fill_ticket("gone@example.com"))
+            assert not redis_client.exists(f"{prefix}:code:gone@example.com")  # an expired code is not stored
         finally:
-            await client.aclose()
+            await link.close()
 
-    shared_api.run(announce())
-    statuses = []
-    for _ in range(20):
-        statuses.append(shared_api.get("/refer/getcode", params={"email": owner.email}).status_code)
-        if statuses[-1] == 404:
-            break
-        shared_api.run(asyncio.sleep(0.05))
-    assert statuses[-1] == 404, statuses
+    asyncio.run(scenario())
 
 
-def test_writes_announce_their_invalidations(shared_api):
-    make = Factory(shared_api)
-    owner = make.user()
-
-    async def update_while_listening() -> list[bytes]:
-        client = aioredis.from_url(REDIS_URL)
+def test_a_cached_code_is_never_served_past_its_expiry(redis_client, prefix):
+    async def scenario() -> None:
+        link = RedisLink(REDIS_URL, prefix=prefix, timeout=PATIENT_MS / 1000)
         try:
-            async with client.pubsub() as pubsub:
-                await pubsub.subscribe(INVALIDATION_CHANNEL)
-                await shared_api.http.post("/refer/update_code", json={"day": 2}, headers=owner.auth)
-                await shared_api.http.delete("/refer/delete", headers=owner.auth)
-                heard = []
-                for _ in range(40):
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.05)
-                    if message is not None:
-                        heard.append(message["data"])
-                    if len(heard) == 2:
-                        break
-                return heard
+            stale = encode(code(timedelta(seconds=-1)), filled_at=time.time())
+            redis_client.set(f"{prefix}:code:a@example.com", stale, px=60_000)  # as if the clock had moved on
+            assert await CodeCache(ttl=60, redis=link).get("a@example.com") is None
         finally:
-            await client.aclose()
+            await link.close()
 
-    assert shared_api.run(update_while_listening()) == [owner.email.encode()] * 2
+    asyncio.run(scenario())
 
 
-def test_rate_limits_are_shared_between_instances(settings, redis_url):
-    limited = settings.with_overrides(redis_url=redis_url, rate_limit=True, rate_limit_ip="3/minute")
+def test_a_fill_that_raced_a_write_is_not_stored(redis_client, prefix):
+    async def scenario() -> None:
+        link = RedisLink(REDIS_URL, prefix=prefix, timeout=PATIENT_MS / 1000)
+        cache = CodeCache(ttl=60, redis=link)
+        other_instance = CodeCache(ttl=60, redis=link)
+        try:
+            email = "a@example.com"
+            ticket = await cache.fill_ticket(email)  # a lookup starts reading the database...
+            await other_instance.invalidate(email)  # ...a write commits and invalidates meanwhile...
+            await cache.put(email, code(name="STALE"), ticket=ticket)  # ...so its (old) answer is not stored
+            assert await cache.get(email) is None
+            assert not redis_client.exists(f"{prefix}:code:{email}")
+
+            first = await cache.fill_ticket(email)  # two lookups miss at once: the later lease wins
+            second = await other_instance.fill_ticket(email)
+            await cache.put(email, code(name="FIRST"), ticket=first)
+            assert await cache.get(email) is None
+            await other_instance.put(email, code(name="SECOND"), ticket=second)
+            assert (await cache.get(email)).code == "SECOND"
+
+            late = await cache.fill_ticket(email)
+            redis_client.delete(f"{prefix}:code-lease:{email}")  # as if the lease had expired (a slow read)
+            await cache.put(email, code(name="LATE"), ticket=late)
+            assert (await cache.get(email)).code == "SECOND"
+        finally:
+            await link.close()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("store", ["in process", "redis"])
+@pytest.mark.parametrize("write", ["update", "delete"])
+def test_a_getcode_that_raced_a_write_never_caches_the_old_state(settings, request, monkeypatch, store, write):
+    """The read takes the old row, the write commits and answers, then the read finishes: the next
+    getcode must answer the write's state, not the old one the read would have cached."""
+    if store == "redis":
+        settings = request.getfixturevalue("shared_settings")
+    with LiveClient(create_app(settings=settings)) as api:
+        owner = Factory(api).user()
+        Factory(api).code(owner, code="old-code")
+        real_lookup = code_queries.get_active_code_by_email
+        has_read, may_finish = asyncio.Event(), asyncio.Event()
+
+        async def paused_lookup(db, email, *, now):  # the first lookup waits after reading
+            monkeypatch.setattr(code_queries, "get_active_code_by_email", real_lookup)
+            row = await real_lookup(db, email, now=now)
+            has_read.set()
+            await may_finish.wait()
+            return row
+
+        monkeypatch.setattr(code_queries, "get_active_code_by_email", paused_lookup)
+
+        async def race() -> dict:
+            lookup = asyncio.create_task(api.http.get("/refer/getcode", params={"email": owner.email}))
+            await has_read.wait()
+            if write == "update":
+                written = await api.http.post(
+                    "/refer/update_code", json={"day": 2, "code": "new-code"}, headers=owner.auth
+                )
+            else:
+                written = await api.http.delete("/refer/delete", headers=owner.auth)
+            assert written.status_code in (200, 201), written.text
+            may_finish.set()
+            assert (await lookup).json()["code"] == "old-code"  # it began before the write: fine
+            return written.json()
+
+        written = api.run(race())
+        after = api.get("/refer/getcode", params={"email": owner.email})
+        if write == "update":
+            assert after.json() == written
+        else:
+            assert after.status_code == 404
+
+
+def test_invalidations_that_could_not_reach_redis_are_sent_before_it_is_used_again(redis_client, prefix, proxy):
+    async def scenario() -> None:
+        link = RedisLink(
+            proxied_url(proxy, redis_client), prefix=prefix, timeout=PATIENT_MS / 1000, retry_interval=0.05
+        )
+        cache = CodeCache(ttl=60, redis=link)
+        key = f"{prefix}:code:a@example.com"
+        try:
+            await cache.put("a@example.com", code(), ticket=await cache.fill_ticket("a@example.com"))
+            assert redis_client.exists(key)
+            proxy.cut()
+            await cache.invalidate("a@example.com")  # a write while Redis is away: the email is kept
+            assert not link.up
+            assert await cache.get("a@example.com") is None  # meanwhile: the database
+            assert redis_client.exists(key)  # the old entry is still there...
+            proxy.restore()
+            await wait_until_up(link)
+            assert not redis_client.exists(key)  # ...and is gone before Redis is used again
+        finally:
+            await link.close()
+
+    asyncio.run(scenario())
+
+
+def test_after_an_outage_entries_filled_before_it_are_not_trusted(redis_client, prefix, proxy):
+    """Another instance's write during the outage may have failed to delete them."""
+
+    async def scenario() -> None:
+        url = proxied_url(proxy, redis_client)
+        reader_link = RedisLink(url, prefix=prefix, timeout=PATIENT_MS / 1000, retry_interval=0.05)
+        # the writer does not come back during the test
+        writer_link = RedisLink(url, prefix=prefix, timeout=PATIENT_MS / 1000, retry_interval=60)
+        reader, writer = CodeCache(ttl=60, redis=reader_link), CodeCache(ttl=60, redis=writer_link)
+        try:
+            await reader.put("a@example.com", code(name="OLD"), ticket=await reader.fill_ticket("a@example.com"))
+            proxy.cut()
+            await writer.invalidate("a@example.com")  # cannot reach Redis
+            assert await reader.get("a@example.com") is None  # the reader notices the outage
+            proxy.restore()
+            await wait_until_up(reader_link)
+            assert redis_client.exists(f"{prefix}:code:a@example.com")  # the writer has not come back yet
+            assert await reader.get("a@example.com") is None  # but the reader does not serve it
+            await reader.put("a@example.com", code(name="NEW"), ticket=await reader.fill_ticket("a@example.com"))
+            assert (await reader.get("a@example.com")).code == "NEW"  # refilled entries are served again
+        finally:
+            await reader_link.close()
+            await writer_link.close()
+
+    asyncio.run(scenario())
+
+
+def test_an_outage_while_the_app_runs_costs_no_error(shared_settings, redis_client, proxy, caplog):
+    limited = shared_settings.with_overrides(redis_url=proxied_url(proxy, redis_client), rate_limit=True)
+    with LiveClient(create_app(settings=limited)) as api:
+        owner = Factory(api).user()
+        first = Factory(api).code(owner)
+        assert api.get("/refer/getcode", params={"email": owner.email}).json() == first
+        proxy.cut()
+        second = Factory(api).code(owner, code="during-the-cut")
+        for _ in range(3):
+            assert api.get("/refer/getcode", params={"email": owner.email}).json() == second
+        assert api.delete("/refer/delete", headers=owner.auth).status_code == 200
+        assert api.get("/refer/getcode", params={"email": owner.email}).status_code == 404
+        warnings = [record for record in caplog.records if record.name == "referral.redis"]
+        assert len(warnings) == 1
+
+
+def test_rate_limits_are_shared_between_instances(shared_settings):
+    limited = shared_settings.with_overrides(rate_limit=True, rate_limit_ip="3/minute")
     with LiveClient(create_app(settings=limited)) as first:
         for _ in range(3):
             assert first.get("/refer/getcode", params={"email": random_email()}).status_code == 404

@@ -96,13 +96,13 @@ class CodeService:
 
     async def find_by_email(self, email: str) -> CodeInfo:
         """The active code of the user with this email (cached)."""
-        cached = self.cache.get(email)
+        cached = await self.cache.get(email)
         if cached is not None:
             return cached
-        ticket = self.cache.fill_ticket()
+        ticket = await self.cache.fill_ticket(email)
         row = await codes.get_active_code_by_email(self.db, email, now=utcnow())
         if row is None:
             raise NoActiveCode("No active referral code for this email.")
         info = CodeInfo(row["user_id"], row["code"], row["expires_at"])
-        self.cache.put(email, info, ticket=ticket)
+        await self.cache.put(email, info, ticket=ticket)
         return info
