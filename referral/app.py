@@ -7,10 +7,12 @@ from pathlib import Path
 from typing import Any
 
 from sanic import Sanic
-from sanic.log import LOGGING_CONFIG_DEFAULTS
 
+from referral import logs, metrics
 from referral.api import api
+from referral.api.access import response_finisher
 from referral.api.docs import ApiDocs
+from referral.api.metrics import bp as metrics_route
 from referral.api.problems import ProblemErrorHandler
 from referral.cache import CodeCache
 from referral.config import Settings, load_settings, warn_if_insecure
@@ -23,13 +25,6 @@ from referral.services.referrals import ReferralService
 from referral.services.users import UserService
 
 SANIC_CONFIG_FILE = Path(__file__).resolve().parent.parent / "sanic.cfg"
-LOG_CONFIG = {
-    **LOGGING_CONFIG_DEFAULTS,
-    "loggers": {
-        **LOGGING_CONFIG_DEFAULTS["loggers"],
-        "referral": {"level": "INFO", "handlers": ["error_console"], "propagate": True},
-    },
-}
 
 
 @dataclass
@@ -78,11 +73,19 @@ def create_app(*_: Any, settings: Settings | None = None) -> ReferralApp:
         referrals=ReferralService(db, hasher),
         redis=redis,
     )
-    app: ReferralApp = Sanic("referral", ctx=ctx, error_handler=ProblemErrorHandler(), log_config=LOG_CONFIG)
+    logs.configure_logging(settings.log_format)
+    app: ReferralApp = Sanic("referral", ctx=ctx, error_handler=ProblemErrorHandler(), configure_logging=False)
     if SANIC_CONFIG_FILE.is_file():
         app.update_config(SANIC_CONFIG_FILE)
         app.config.load_environment_vars("SANIC_")
+    app.config.ACCESS_LOG = False  # Sanic's would log the query string (getcode's email); ours is referral.access
     app.blueprint(api)
+    # One response middleware for every answer: X-Request-ID, the request's metrics, the access line.
+    observe = metrics.observe_request if settings.metrics else None
+    app.on_response(response_finisher(access=settings.access_log, observe=observe))
+    if settings.metrics:
+        app.blueprint(metrics_route)
+        metrics.install(app)
     # Only our docs extension: sanic-ext's built-in dependency injection dispatches a signal on every
     # request (a third of a cached read's throughput, bench/RESULTS.md); handlers use `app.ctx`.
     app.extend(built_in_extensions=False, extensions=[ApiDocs])

@@ -117,6 +117,14 @@ class Settings(BaseSettings):
         description="milliseconds a Redis call (connect or answer) may take before Redis counts as down: rate limits "
         "then count in process and getcode reads the database, and Redis is tried again every second",
     )
+    log_format: str = Field(
+        "text", description="`text` or `json` (one object per line, for log shippers): every line of the service"
+    )
+    access_log: bool = Field(True, description="on/off: one line per request (method, path, status, time, ids)")
+    metrics: bool = Field(True, description="on/off: `GET /metrics` in Prometheus text format (internal network only)")
+    metrics_token: str | None = Field(
+        None, repr=False, description="bearer token `/metrics` requires, when set (`Authorization: Bearer <token>`)"
+    )
 
     @property
     def is_sqlite(self) -> bool:
@@ -152,10 +160,17 @@ class Settings(BaseSettings):
             raise ValueError("must be a plain identifier (letters, digits, _; at most 63)")
         return schema or None
 
-    @field_validator("redis_url")
+    @field_validator("redis_url", "metrics_token")
     @classmethod
-    def _empty_is_unset(cls, url: str | None) -> str | None:
-        return url or None
+    def _empty_is_unset(cls, value: str | None) -> str | None:
+        return value or None
+
+    @field_validator("log_format")
+    @classmethod
+    def _text_or_json(cls, value: str) -> str:
+        if value.lower() not in ("text", "json"):
+            raise ValueError("must be text or json")
+        return value.lower()
 
     @field_validator("database_url")
     @classmethod

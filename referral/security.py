@@ -18,6 +18,7 @@ from typing import TypeVar
 import bcrypt
 import jwt
 
+from referral import metrics
 from referral.clock import utcnow
 from referral.config import Settings
 from referral.errors import Overloaded, RateLimited
@@ -108,8 +109,10 @@ class PasswordHasher:
     def _slot(self, client: str) -> Iterator[None]:
         if self.enabled:
             if self._by_client.get(client, 0) >= self.per_client:
+                metrics.HASH_REJECTED_PER_CLIENT.inc()
                 raise RateLimited("Too many password checks from your address at once.", retry_after=1)
             if self._queued >= self.queue_max:
+                metrics.HASH_REJECTED_QUEUE_FULL.inc()
                 raise Overloaded()
         self._by_client[client] = self._by_client.get(client, 0) + 1
         self._queued += 1

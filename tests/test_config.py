@@ -274,18 +274,18 @@ def test_every_setting_has_a_one_line_description():
 
 def test_a_new_or_changed_setting_fails_until_documented():
     class Extended(Settings):
-        metrics: bool = Field(True, description="`/metrics` in Prometheus text format")
+        tracing: bool = Field(True, description="OpenTelemetry traces")
         port: int = Field(8080, ge=0, le=65535, description="bind port")
 
     env_example = (ROOT / ".env.example").read_text()
     readme = (ROOT / "README.md").read_text()
     assert env_example_problems(Extended, env_example) == [
         ".env.example shows PORT=8000, declared default '8080'",
-        ".env.example misses METRICS: add\n# `/metrics` in Prometheus text format\nMETRICS=on",
+        ".env.example misses TRACING: add\n# OpenTelemetry traces\nTRACING=on",
     ]
     assert readme_problems(Extended, readme) == [
         "README shows PORT defaulting to '`8000`', declared `8080`",
-        "README's configuration table misses | `METRICS` | `/metrics` in Prometheus text format | `on` |",
+        "README's configuration table misses | `TRACING` | OpenTelemetry traces | `on` |",
     ]
     assert readme_problems(Settings, readme.replace("| `WORKERS` |", "| `WORKERS`, `THREADS` |")) != []
     assert env_example_problems(Settings, env_example + "\nTHREADS=2\n") == [

@@ -32,6 +32,8 @@ SECURED = {
 NO_BODY = {("DELETE", "/refer/delete"), ("POST", "/refer/delete"), ("POST", "/user/logout")}
 OAUTH_ERRORS = {("POST", "/user/token", "400"), ("POST", "/user/token", "429")}
 DOCS_ROUTE_PREFIXES = ("referral.openapi.", "referral.docs.")
+# GET /metrics is the operators' (Prometheus' text format, internal network): served, deliberately not documented.
+OPERATOR_ROUTES = ("referral.metrics.metrics",)
 
 
 @pytest.fixture
@@ -53,7 +55,7 @@ def validator(spec: dict[str, Any], schema: dict[str, Any]) -> Any:
 def app_routes(app: Any) -> set[tuple[str, str]]:
     found = set()
     for route in app.router.routes:
-        if route.name.startswith(DOCS_ROUTE_PREFIXES):
+        if route.name.startswith(DOCS_ROUTE_PREFIXES) or route.name in OPERATOR_ROUTES:
             continue
         path = "/" + re.sub(r"<(\w+)(?::[^>]*)?>", r"{\1}", route.path)
         found.update((method, path) for method in route.methods if method not in {"HEAD", "OPTIONS"})
@@ -68,6 +70,13 @@ def test_the_docs_routes_stay_out_of_the_spec(api, spec):
     docs_paths = {"/" + route.path for route in api.app.router.routes if route.name.startswith(DOCS_ROUTE_PREFIXES)}
     assert "/docs/openapi.json" in docs_paths
     assert not docs_paths & set(spec["paths"])
+
+
+def test_the_metrics_route_is_served_and_stays_out_of_the_spec(api, spec):
+    [metrics] = [route for route in api.app.router.routes if route.name in OPERATOR_ROUTES]
+    assert metrics.path == "metrics"
+    assert api.get("/metrics").status_code == 200
+    assert "/metrics" not in spec["paths"]
 
 
 def test_every_operation_has_summary_description_tag_and_a_unique_id(spec):

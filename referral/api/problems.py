@@ -20,6 +20,7 @@ from sanic.handlers import ErrorHandler
 from sanic.response import HTTPResponse
 
 from referral.errors import DatabaseUnavailable, DataConflict, InvalidField, Overloaded, RateLimited, ServiceError
+from referral.logs import security_event
 from referral.services.codes import CodeTaken, NoActiveCode
 from referral.services.passwords import PasswordRefused
 from referral.services.referrals import AlreadyReferred, CodeNotActive, SelfReferral, UnknownCode
@@ -153,6 +154,10 @@ class ProblemErrorHandler(ErrorHandler):
             return json({"error": error, "error_description": str(exception)}, status=status, headers=headers)
         found = problem_type(exception)
         if found is not None:
+            if found.status == 403:
+                security_event(
+                    "forbidden", reason=found.slug, path=request.path, user_id=getattr(request.ctx, "user_id", None)
+                )
             if isinstance(exception, DataConflict):
                 log.warning("constraint violation on %s %s: %r", request.method, request.path, exception.__cause__)
             elif isinstance(exception, DatabaseUnavailable):
@@ -170,6 +175,11 @@ class ProblemErrorHandler(ErrorHandler):
             return self._problem(exception.status_code, _sanic_detail(exception), headers=exception.headers)
         self.log(request, exception)
         return self._problem(500, "An unexpected error occurred.")
+
+    @staticmethod
+    def log(request: Request, exception: Exception) -> None:
+        """The error with its traceback, and the method and path only: the query string may hold an email."""
+        log.error("unexpected error on %s %s", request.method, request.path, exc_info=exception)
 
     @staticmethod
     def _problem(

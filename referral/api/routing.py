@@ -18,7 +18,9 @@ from pydantic import BaseModel, ValidationError
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse
 
+from referral import metrics
 from referral.api.problems import NO_STORE, NOSNIFF, InvalidInput, MalformedRequest
+from referral.errors import RateLimited
 
 if TYPE_CHECKING:
     from referral.app import AppContext
@@ -114,12 +116,21 @@ def _endpoint(op: Operation) -> Handler:
     async def endpoint(request: Request) -> HTTPResponse:
         ctx = request.app.ctx
         if scope is not None and ctx.rate_limits.enabled:  # RATE_LIMIT=off: not even the address is read
-            await ctx.rate_limits.hit_ip(client_ip(request), scope)
+            try:
+                await ctx.rate_limits.hit_ip(client_ip(request), scope)
+            except RateLimited:
+                metrics.rate_limited(scope)
+                raise
         kwargs: dict[str, Any] = {}
         if secured:
             user_id = await ctx.users.user_of_token(token_from_header(request.headers.get("authorization")))
+            request.ctx.user_id = user_id  # for the access line
             if user_limit:
-                await ctx.rate_limits.hit_user(user_id)
+                try:
+                    await ctx.rate_limits.hit_user(user_id)
+                except RateLimited:
+                    metrics.rate_limited("user")
+                    raise
             kwargs["user_id"] = user_id
         if read is not None and model is not None:
             kwargs["body"] = validated(model, read(request, names))

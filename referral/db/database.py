@@ -19,6 +19,7 @@ from databases.interfaces import Record
 from sqlalchemy.dialects import postgresql, sqlite
 
 from referral.config import Settings
+from referral.db.sqlite import SQLiteConnectionPool
 from referral.errors import DatabaseUnavailable, DataConflict
 
 UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
@@ -161,6 +162,16 @@ class ReferralDatabase(Database):
     @property
     def is_sqlite(self) -> bool:
         return self.url.dialect == "sqlite"
+
+    def pool_usage(self) -> tuple[int, int] | None:
+        """(connections in use, the pool's maximum) in this process, for the metrics; None without a pool
+        (not connected yet, or the stock SQLite backend, which opens a connection per query)."""
+        pool = getattr(self._backend, "_pool", None)  # databases' backends keep their pool there
+        if isinstance(pool, asyncpg.Pool):
+            return pool.get_size() - pool.get_idle_size(), pool.get_max_size()
+        if isinstance(pool, SQLiteConnectionPool):
+            return pool.in_use, pool.size
+        return None
 
 
 def create_database(settings: Settings) -> ReferralDatabase:

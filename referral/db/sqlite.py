@@ -37,9 +37,15 @@ class SQLiteConnectionPool:
         self._database = url.database
         self._options = options
         self._idle: asyncio.LifoQueue[aiosqlite.Connection] = asyncio.LifoQueue()
+        self.size = size
         self._slots = asyncio.Semaphore(size)
         self._write_turn = asyncio.Lock()
         self._writer: aiosqlite.Connection | None = None
+
+    @property
+    def in_use(self) -> int:
+        """Connections handed out now (for the metrics)."""
+        return self.size - self._slots._value  # the semaphore's free slots
 
     async def acquire(self) -> aiosqlite.Connection:
         await self._slots.acquire()

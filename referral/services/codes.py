@@ -10,6 +10,7 @@ from __future__ import annotations
 import secrets
 from datetime import datetime, timedelta
 
+from referral import metrics
 from referral.cache import CodeCache
 from referral.clock import utcnow
 from referral.db import codes, users
@@ -98,7 +99,9 @@ class CodeService:
         """The active code of the user with this email (cached)."""
         cached = await self.cache.get(email)
         if cached is not None:
+            metrics.CODE_CACHE_HIT.inc()
             return cached
+        metrics.CODE_CACHE_MISS.inc()
         ticket = await self.cache.fill_ticket(email)
         row = await codes.get_active_code_by_email(self.db, email, now=utcnow())
         if row is None:

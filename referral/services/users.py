@@ -6,10 +6,14 @@ every token issued until then stops working, while one issued after works at onc
 
 from __future__ import annotations
 
+import logging
+
+from referral import metrics
 from referral.config import Settings
 from referral.db import users
 from referral.db.database import ReferralDatabase
-from referral.errors import ServiceError
+from referral.errors import RateLimited, ServiceError
+from referral.logs import email_hash, security_event
 from referral.ratelimit import RateLimits
 from referral.security import InvalidToken, PasswordHasher, TokenSubject, issue_token, read_token
 from referral.services.models import SignedIn
@@ -49,10 +53,11 @@ class UserService:
 
     async def sign_in(self, *, email: str, password: str, client: str) -> SignedIn:
         """A token for these credentials; one answer for an unknown email and a wrong password."""
-        await self.limits.take_login_attempt(email, client)
+        await self._take_login_attempt(email, client)
         user = await users.get_user_by_email(self.db, email)
         stored_hash = user["password_hash"] if user is not None else None
         if not await self.hasher.verify(password, stored_hash, client=client):
+            security_event("login_failed", email_hash=self._email_hash(email), client=client)
             raise BadCredentials()
         assert user is not None
         assert stored_hash is not None
@@ -65,15 +70,19 @@ class UserService:
     async def user_of_token(self, token: str | None) -> int:
         """The id of the user the token was issued to, while that user exists and the token is not revoked."""
         if not token:
+            security_event("token_refused", level=logging.INFO, reason="missing")
             raise NotAuthenticated()
         try:
             subject = read_token(token, self.settings)
-        except InvalidToken:
+        except InvalidToken as error:
+            security_event("token_refused", reason=f"invalid: {error}")
             raise NotAuthenticated("The token is invalid or expired.") from None
         version = await users.token_version(self.db, subject.user_id)
         if version is None:
+            security_event("token_refused", reason="user no longer exists", user_id=subject.user_id)
             raise NotAuthenticated("The user of this token no longer exists.")
         if version != subject.version:
+            security_event("token_refused", reason="revoked", user_id=subject.user_id)
             raise NotAuthenticated("The token was revoked (logout or password change): sign in again.")
         return subject.user_id
 
@@ -81,6 +90,7 @@ class UserService:
         """End every token of the user issued until now."""
         if await users.end_sessions(self.db, user_id) is None:
             raise NotAuthenticated("The user of this token no longer exists.")
+        security_event("logout", level=logging.INFO, user_id=user_id)
 
     async def change_password(self, user_id: int, *, current: str, new: str, client: str) -> SignedIn:
         """Replace the password (a wrong current one counts as a failed login) and end every older token."""
@@ -88,7 +98,7 @@ class UserService:
         if user is None:
             raise NotAuthenticated("The user of this token no longer exists.")
         check_new_password(new, email=user["email"], field="new_password")
-        await self.limits.take_login_attempt(user["email"], client)
+        await self._take_login_attempt(user["email"], client)
         if not await self.hasher.verify(current, user["password_hash"], client=client):
             raise WrongPassword()
         await self.limits.give_back_login_attempt(user["email"], client)
@@ -96,7 +106,19 @@ class UserService:
         version = await users.end_sessions(self.db, user_id, password_hash=new_hash)
         if version is None:
             raise NotAuthenticated("The user of this token no longer exists.")
+        security_event("password_changed", level=logging.INFO, user_id=user_id, client=client)
         return self._signed_in(TokenSubject(user_id, version))
+
+    async def _take_login_attempt(self, email: str, client: str) -> None:
+        try:
+            await self.limits.take_login_attempt(email, client)
+        except RateLimited:
+            metrics.rate_limited("login")
+            security_event("login_locked_out", email_hash=self._email_hash(email), client=client)
+            raise
+
+    def _email_hash(self, email: str) -> str:
+        return email_hash(email, self.settings.secret_key)
 
     def _signed_in(self, subject: TokenSubject) -> SignedIn:
         token = issue_token(subject, self.settings)

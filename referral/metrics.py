@@ -1,0 +1,212 @@
+"""Prometheus metrics (prometheus-client), served at `GET /metrics` by `referral.api.metrics`.
+
+What is counted: requests by route, method and status, and their latency by route; the code cache's
+hits and misses; password hashes queued or running and the ones refused (per client: 429, queue
+full: 503); rate-limit rejections by scope; database connections in use and the pool's maximum.
+
+**Several workers.** `python -m referral` (and `sanic ... --workers N`) run the workers as separate
+processes, each with its own counters. prometheus-client's multiprocess mode adds them up: before
+the workers start, the main process points PROMETHEUS_MULTIPROC_DIR at a fresh directory (a temporary
+one it removes at exit, or the operator's, emptied first); each worker writes its values to its own
+files there, and `/metrics`, whichever worker answers it, sums every worker's files. Counters and
+the histogram are summed; the gauges are `livesum` (the sum over the workers alive: a stopping worker
+removes its gauge files). A single process (tests, `sanic` without workers) keeps them in memory.
+The gauges are sampled, not kept on the hot path: each worker sets them every `SAMPLE_SECONDS`, and
+the answering worker again just before it answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess, values
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+
+if TYPE_CHECKING:  # no Sanic at run time: services count through this module
+    from sanic import Request, Sanic
+    from sanic.response import BaseHTTPResponse
+
+MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4  # what generate_latest writes
+SAMPLE_SECONDS = 1.0
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"})
+UNMATCHED = "unmatched"  # the route label of a request no route took (404, or refused before routing)
+
+REGISTRY = CollectorRegistry()
+
+REQUESTS = Counter(
+    "referral_http_requests",
+    "HTTP requests answered, by route (its path pattern), method and status.",
+    ["route", "method", "status"],
+    registry=REGISTRY,
+)
+LATENCY = Histogram(
+    "referral_http_request_duration_seconds",
+    "Time from the request's headers to its answer, by route.",
+    ["route"],
+    buckets=LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+CODE_CACHE = Counter(
+    "referral_code_cache_lookups",
+    "getcode lookups in the code cache, by result: hit or miss (the database was asked).",
+    ["result"],
+    registry=REGISTRY,
+)
+HASH_QUEUE = Gauge(
+    "referral_password_hash_queue",
+    "Password hashes queued or running, all workers together.",
+    multiprocess_mode="livesum",
+    registry=REGISTRY,
+)
+HASH_REJECTIONS = Counter(
+    "referral_password_hash_rejections",
+    "Password hashes refused at once: per_client (HASH_CONCURRENCY_PER_IP, 429) or queue_full (HASH_QUEUE_MAX, 503).",
+    ["reason"],
+    registry=REGISTRY,
+)
+RATE_LIMITED = Counter(
+    "referral_rate_limit_rejections",
+    "Requests refused by a rate limit (429), by scope: the per-IP scope of the route, user or login.",
+    ["scope"],
+    registry=REGISTRY,
+)
+DB_POOL_IN_USE = Gauge(
+    "referral_db_pool_connections_in_use",
+    "Database connections handed out, all workers together.",
+    multiprocess_mode="livesum",
+    registry=REGISTRY,
+)
+DB_POOL_MAX = Gauge(
+    "referral_db_pool_connections_max",
+    "The most database connections the workers' pools may open, all together.",
+    multiprocess_mode="livesum",
+    registry=REGISTRY,
+)
+
+CODE_CACHE_HIT = CODE_CACHE.labels("hit")
+CODE_CACHE_MISS = CODE_CACHE.labels("miss")
+HASH_REJECTED_PER_CLIENT = HASH_REJECTIONS.labels("per_client")
+HASH_REJECTED_QUEUE_FULL = HASH_REJECTIONS.labels("queue_full")
+
+
+def multiprocess_mode() -> bool:
+    """True when this process writes its values to PROMETHEUS_MULTIPROC_DIR (decided when prometheus-client
+    was imported: a worker of `python -m referral`), False when they stay in its memory."""
+    return bool(getattr(values.ValueClass, "_multiprocess", False))
+
+
+def rate_limited(scope: str) -> None:
+    RATE_LIMITED.labels(scope).inc()
+
+
+# ------------------------------------------------------------------------------------------- #
+# Requests: one observation per answer, from the response middleware (referral.api.access)
+# ------------------------------------------------------------------------------------------- #
+
+_request_series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+
+def observe_request(request: Request, response: BaseHTTPResponse, seconds: float) -> None:
+    route = request.route
+    method = request.method
+    key = (route.path if route is not None else UNMATCHED, method if method in METHODS else "other", response.status)
+    series = _request_series.get(key)
+    if series is None:
+        label = key[0] if route is None else "/" + key[0]
+        series = _request_series[key] = (REQUESTS.labels(label, key[1], str(key[2])), LATENCY.labels(label))
+    series[0].inc()
+    series[1].observe(seconds)
+
+
+# ------------------------------------------------------------------------------------------- #
+# Gauges, sampled
+# ------------------------------------------------------------------------------------------- #
+
+
+def sample(app: Sanic) -> None:
+    """Set this worker's gauges from its hasher and its database pool."""
+    HASH_QUEUE.set(app.ctx.hasher.queued)
+    usage = app.ctx.db.pool_usage()
+    if usage is not None:
+        DB_POOL_IN_USE.set(usage[0])
+        DB_POOL_MAX.set(usage[1])
+
+
+def exposition(app: Sanic) -> bytes:
+    """The metrics in Prometheus' text format: every worker's, in multiprocess mode."""
+    sample(app)
+    if not multiprocess_mode():
+        return generate_latest(REGISTRY)
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return generate_latest(registry)
+
+
+# ------------------------------------------------------------------------------------------- #
+# Wiring: listeners of the main process (the directory) and of each worker (the sampler)
+# ------------------------------------------------------------------------------------------- #
+
+_made_directory: list[str] = []  # the temporary directory this main process made, to remove at exit
+
+
+def install(app: Sanic) -> None:
+    """Register the listeners that keep the metrics: the shared directory, and each worker's sampler."""
+    sampling: list[asyncio.Task[None]] = []
+
+    async def start_sampling(app: Sanic) -> None:
+        sampling.append(asyncio.create_task(_sample_forever(app), name="metrics-sampler"))
+
+    async def stop_sampling(_app: Sanic) -> None:
+        while sampling:
+            task = sampling.pop()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    app.main_process_start(_prepare_directory)
+    app.main_process_stop(_remove_directory)
+    app.after_server_start(start_sampling)
+    app.before_server_stop(stop_sampling)
+    app.after_server_stop(_leave)
+
+
+async def _sample_forever(app: Sanic) -> None:
+    while True:
+        sample(app)
+        await asyncio.sleep(SAMPLE_SECONDS)
+
+
+def _prepare_directory(_app: Sanic) -> None:
+    """Before the workers start: the directory they will write to, empty."""
+    given = os.environ.get(MULTIPROC_DIR)
+    if given:
+        directory = Path(given)
+        directory.mkdir(parents=True, exist_ok=True)
+        for stale in directory.glob("*.db"):  # a previous run's values would be added to this one's
+            stale.unlink(missing_ok=True)
+        return
+    made = tempfile.mkdtemp(prefix="referral-metrics-")
+    _made_directory.append(made)
+    os.environ[MULTIPROC_DIR] = made
+
+
+def _remove_directory(_app: Sanic) -> None:
+    while _made_directory:
+        made = _made_directory.pop()
+        shutil.rmtree(made, ignore_errors=True)
+        if os.environ.get(MULTIPROC_DIR) == made:
+            del os.environ[MULTIPROC_DIR]
+
+
+async def _leave(_app: Sanic) -> None:
+    """A stopping worker takes its gauges out of the sums."""
+    if multiprocess_mode():
+        multiprocess.mark_process_dead(os.getpid())

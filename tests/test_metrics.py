@@ -1,0 +1,297 @@
+"""GET /metrics: the counters move for the right labels, the gauges read the pool and the hasher, the
+switch and the token work, and with two worker processes every worker's counts are added up."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from referral.app import create_app
+from referral.config import Settings
+from referral.metrics import LATENCY_BUCKETS
+from tests.conftest import TEST_SECRET
+from tests.databases import SQLiteTemplate
+from tests.factories import Factory, random_email
+from tests.live import LiveClient
+from tests.problems import assert_problem
+from tests.support import ROOT, free_port, stop_server, wait_until_healthy
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def parse(text: str) -> Samples:
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def scrape(client: Any, **kwargs: Any) -> Samples:
+    answer = client.get("/metrics", **kwargs) if isinstance(client, LiveClient) else client.get("/metrics")
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"].startswith("text/plain; version=0.0.4")
+    return parse(answer.text)
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def requests_of(samples: Samples, route: str, method: str, status: int) -> float:
+    return value(samples, "referral_http_requests_total", route=route, method=method, status=str(status))
+
+
+@pytest.fixture
+def serve_app(settings: Settings) -> Iterator[Any]:
+    clients: list[LiveClient] = []
+
+    def serve(**changes: Any) -> LiveClient:
+        client = LiveClient(create_app(settings=settings.with_overrides(**changes)))
+        client.start()
+        clients.append(client)
+        return client
+
+    yield serve
+    for client in clients:
+        client.stop()
+
+
+@pytest.mark.sqlite_only
+def test_requests_are_counted_by_route_method_and_status_with_their_latency(api):
+    before = scrape(api)
+    for _ in range(3):
+        assert api.get("/refer/getcode", params={"email": random_email()}).status_code == 404
+    assert api.post("/refer/getcode", json={"email": "nope"}).status_code == 422
+    assert api.get("/no/such/page").status_code == 404
+    assert api.request("BREW", "/health").status_code in (404, 405)
+    after = scrape(api)
+
+    assert requests_of(after, "/refer/getcode", "GET", 404) - requests_of(before, "/refer/getcode", "GET", 404) == 3
+    assert requests_of(after, "/refer/getcode", "POST", 422) - requests_of(before, "/refer/getcode", "POST", 422) == 1
+    assert requests_of(after, "unmatched", "GET", 404) - requests_of(before, "unmatched", "GET", 404) == 1
+    assert not any(dict(labels).get("method") == "BREW" for _, labels in after)  # unknown methods: "other"
+    assert requests_of(after, "/metrics", "GET", 200) - requests_of(before, "/metrics", "GET", 200) == 1
+
+    def latency(samples: Samples, suffix: str, **labels: str) -> float:
+        return value(samples, f"referral_http_request_duration_seconds_{suffix}", route="/refer/getcode", **labels)
+
+    assert latency(after, "count") - latency(before, "count") == 4
+    assert 0 < latency(after, "sum") - latency(before, "sum") < 30
+    assert latency(after, "bucket", le="+Inf") - latency(before, "bucket", le="+Inf") == 4
+    assert len(
+        {labels for name, labels in after if name.endswith("_bucket") and ("route", "/refer/getcode") in labels}
+    ) == (len(LATENCY_BUCKETS) + 1)
+
+
+@pytest.mark.sqlite_only
+def test_code_cache_hits_and_misses(api, make):
+    owner = make.user()
+    make.code(owner)
+    before = scrape(api)
+    for _ in range(3):
+        assert api.get("/refer/getcode", params={"email": owner.email}).status_code == 200
+    after = scrape(api)
+    name = "referral_code_cache_lookups_total"
+    assert value(after, name, result="miss") - value(before, name, result="miss") == 1
+    assert value(after, name, result="hit") - value(before, name, result="hit") == 2
+
+
+@pytest.mark.sqlite_only
+def test_rate_limit_rejections_by_scope(serve_app):
+    limited = serve_app(
+        rate_limit=True, rate_limit_ip="2/minute", rate_limit_user="1/minute", rate_limit_login="1/minute"
+    )
+    before = scrape(limited)
+    statuses = [limited.get("/refer/getcode", params={"email": random_email()}).status_code for _ in range(4)]
+    assert statuses == [404, 404, 429, 429]
+    after = scrape(limited)
+    name = "referral_rate_limit_rejections_total"
+    assert value(after, name, scope="getcode") - value(before, name, scope="getcode") == 2
+    assert value(after, name, scope="user") == value(before, name, scope="user")
+
+
+@pytest.mark.sqlite_only
+def test_user_and_login_rejections_are_counted_apart(serve_app):
+    open_api = serve_app()
+    owner = Factory(open_api).user()
+    limited = serve_app(
+        rate_limit=True, rate_limit_ip="100/minute", rate_limit_user="1/minute", rate_limit_login="1/minute"
+    )
+    before = scrape(limited)
+    assert [limited.post("/refer/delete", headers=owner.bearer).status_code for _ in range(2)] == [404, 429]
+    wrong = {"email": owner.email, "password": "not-the-password"}
+    assert [limited.post("/user/auth", json=wrong).status_code for _ in range(2)] == [401, 429]
+    after = scrape(limited)
+    name = "referral_rate_limit_rejections_total"
+    assert value(after, name, scope="user") - value(before, name, scope="user") == 1
+    assert value(after, name, scope="login") - value(before, name, scope="login") == 1
+    assert value(after, name, scope="auth") == value(before, name, scope="auth")
+
+
+@pytest.mark.sqlite_only
+def test_password_hash_rejections_per_client_and_queue_full(serve_app):
+    name = "referral_password_hash_rejections_total"
+
+    def storm(client: LiveClient, count: int) -> list[int]:
+        credentials = {"email": random_email(), "password": "not-the-password"}
+        answers = client.gather([lambda http: http.post("/user/auth", json=credentials) for _ in range(count)])
+        return [answer.status_code for answer in answers]
+
+    per_client = serve_app(rate_limit=True, rate_limit_login="100/minute", bcrypt_rounds=10, hash_concurrency_per_ip=1)
+    before = scrape(per_client)
+    statuses = storm(per_client, 6)
+    after = scrape(per_client)
+    assert statuses.count(429) >= 1
+    assert value(after, name, reason="per_client") - value(before, name, reason="per_client") == statuses.count(429)
+
+    queue = serve_app(
+        rate_limit=True, rate_limit_login="100/minute", bcrypt_rounds=10, hash_concurrency_per_ip=10, hash_queue_max=1
+    )
+    before = scrape(queue)
+    statuses = storm(queue, 6)
+    after = scrape(queue)
+    assert statuses.count(503) >= 1
+    assert value(after, name, reason="queue_full") - value(before, name, reason="queue_full") == statuses.count(503)
+
+
+def test_pool_and_hash_queue_gauges(api, settings):
+    samples = scrape(api)
+    assert value(samples, "referral_db_pool_connections_max") == settings.db_pool_size
+    assert 0 <= value(samples, "referral_db_pool_connections_in_use") <= settings.db_pool_size
+    assert value(samples, "referral_password_hash_queue") == 0
+    api.app.ctx.hasher._queued = 3  # as if three hashes were waiting
+    try:
+        assert value(scrape(api), "referral_password_hash_queue") == 3
+    finally:
+        api.app.ctx.hasher._queued = 0
+
+
+@pytest.mark.sqlite_only
+def test_metrics_off_removes_the_route(serve_app):
+    off = serve_app(metrics=False)
+    assert_problem(off.get("/metrics"), 404)
+    assert not [route for route in off.app.router.routes if route.path == "metrics"]
+    assert off.get("/health").headers["x-request-id"]
+
+
+@pytest.mark.sqlite_only
+def test_metrics_token_is_required_when_set(serve_app, caplog):
+    token = "a-metrics-token-for-the-scraper"
+    guarded = serve_app(metrics_token=token)
+    for headers in (
+        {},
+        {"Authorization": "Bearer wrong-token"},
+        {"Authorization": token},  # the bare token: the Bearer scheme is required
+        {"Authorization": f"Basic {token}"},
+        {"Authorization": f"Bearer {token}x"},
+        {"Authorization": "Bearer ünïcode".encode()},
+    ):
+        answer = guarded.get("/metrics", headers=headers)
+        body = assert_problem(answer, 401)
+        assert answer.headers["www-authenticate"].startswith("Bearer")
+        assert "referral_http_requests_total" not in answer.text
+        assert token not in body["detail"]
+    answer = guarded.get("/metrics", headers={"Authorization": f"Bearer {token}"})
+    assert answer.status_code == 200
+    assert "referral_http_requests_total" in answer.text
+    assert answer.headers["x-content-type-options"] == "nosniff"
+    refused = [r for r in caplog.records if getattr(r, "fields", {}).get("event") == "metrics_token_refused"]
+    assert len(refused) == 6
+    assert token not in caplog.text
+
+
+# -- two worker processes --------------------------------------------------------------------------
+
+
+def test_two_workers_add_up(sqlite_template: SQLiteTemplate, tmp_path: Path):
+    """`python -m referral` with WORKERS=2: requests land on both workers, /metrics (answered by either)
+    counts them all, the gauges sum both pools, and the directory the counts were kept in goes at exit."""
+    port, scratch = free_port(), tmp_path / "tmp"
+    scratch.mkdir()
+    log = tmp_path / "server.log"
+    env = {
+        "PATH": os.environ["PATH"],
+        "PYTHONPATH": str(ROOT),
+        "TMPDIR": str(scratch),
+        "DATABASE_URL": sqlite_template.fresh_url(tmp_path),
+        "PORT": str(port),
+        "WORKERS": "2",
+        "DB_POOL_SIZE": "3",
+        "BCRYPT_ROUNDS": "4",
+        "SECRET_KEY": TEST_SECRET,
+        "LOG_FORMAT": "json",
+    }
+    with log.open("wb") as output:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "referral"], cwd=tmp_path, env=env, stdout=output, stderr=output
+        )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_healthy(base_url, server, log=log)
+        [directory] = scratch.glob("referral-metrics-*")
+        sent, pids = 0, set()
+        while len(pids) < 2 and sent < 400:  # new connections land on either worker
+            for _ in range(20):
+                with httpx.Client() as client:
+                    assert client.get(f"{base_url}/refer/getcode", params={"email": random_email()}).status_code == 404
+            sent += 20
+            lines = log.read_text().splitlines()
+            bad = [line for line in lines if not line.startswith("{")]
+            assert not bad, bad
+            pids = {
+                document["pid"]
+                for line in lines
+                if (document := json.loads(line))["logger"] == "referral.access"
+                and document["path"] == "/refer/getcode"
+            }
+        assert len(pids) == 2, "every request went to one worker"
+        assert len({path.name.split("_")[-1] for path in directory.glob("counter_*.db")}) == 2
+        for _ in range(2):  # whichever worker answers, the totals are the same
+            with httpx.Client(base_url=base_url) as client:
+                samples = scrape(client)
+            assert requests_of(samples, "/refer/getcode", "GET", 404) == sent
+            assert value(samples, "referral_code_cache_lookups_total", result="miss") == sent
+            assert value(samples, "referral_db_pool_connections_max") == 2 * 3
+    finally:
+        stop_server(server)
+    assert server.returncode == 0
+    assert not directory.exists()
+
+
+def test_an_operators_multiprocess_directory_is_emptied_at_start_and_kept(
+    sqlite_template: SQLiteTemplate, tmp_path: Path
+):
+    directory = tmp_path / "metrics"
+    directory.mkdir()
+    (directory / "counter_99999.db").write_bytes(b"stale values of an earlier run")
+    port = free_port()
+    env = {
+        "PATH": os.environ["PATH"],
+        "PYTHONPATH": str(ROOT),
+        "PROMETHEUS_MULTIPROC_DIR": str(directory),
+        "DATABASE_URL": sqlite_template.fresh_url(tmp_path),
+        "PORT": str(port),
+        "SECRET_KEY": TEST_SECRET,
+    }
+    server = subprocess.Popen(
+        [sys.executable, "-m", "referral"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+    )
+    try:
+        wait_until_healthy(f"http://127.0.0.1:{port}", server)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+            samples = scrape(client)
+        assert requests_of(samples, "/health", "GET", 200) >= 1
+        assert not (directory / "counter_99999.db").exists()
+    finally:
+        stop_server(server)
+    assert directory.is_dir()
