@@ -437,6 +437,7 @@ class Bench:
             )
         features[ALL_OFF] = {"RATE_LIMIT": "off", "METRICS": "off", "ACCESS_LOG": "off"}
         labels = {row: "service" if row == HOT else f"service, {row}" for row in features}
+        labels[HOT_LOGGED] = "service, access log on"
         for number, (row, settings) in enumerate(features.items()):
             servers[row] = self.service("service" if row == HOT else f"service-{number}", main_url, **settings)
         print(f"cached getcode: {', '.join(servers)}", flush=True)
