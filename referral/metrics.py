@@ -11,8 +11,10 @@ one it removes at exit, or the operator's, emptied first); each worker writes it
 files there, and `/metrics`, whichever worker answers it, sums every worker's files. Counters and
 the histogram are summed; the gauges are `livesum` (the sum over the workers alive: a stopping worker
 removes its gauge files). A single process (tests, `sanic` without workers) keeps them in memory.
-The gauges are sampled, not kept on the hot path: each worker sets them every `SAMPLE_SECONDS`, and
-the answering worker again just before it answers.
+Nothing costly on the hot path: requests and cache lookups are counted in plain dicts and added to
+the metrics by `flush`, and the gauges are sampled: each worker does both every `SAMPLE_SECONDS` (and
+when it stops), the answering worker again just before it answers. Another worker's latest second may
+so be missing from an answer, never lost.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ import contextlib
 import os
 import shutil
 import tempfile
+from bisect import bisect_left
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess, values
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
@@ -91,7 +94,7 @@ DB_POOL_MAX = Gauge(
     registry=REGISTRY,
 )
 
-CODE_CACHE_HIT = CODE_CACHE.labels("hit")
+CODE_CACHE_HIT = CODE_CACHE.labels("hit")  # counted through cache_hit() and cache_miss(), added by flush()
 CODE_CACHE_MISS = CODE_CACHE.labels("miss")
 HASH_REJECTED_PER_CLIENT = HASH_REJECTIONS.labels("per_client")
 HASH_REJECTED_QUEUE_FULL = HASH_REJECTIONS.labels("queue_full")
@@ -108,22 +111,64 @@ def rate_limited(scope: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------- #
-# Requests: one observation per answer, from the response middleware (referral.api.access)
+# The hot path: requests and cache lookups counted as plain numbers, added to the metrics by `flush`
 # ------------------------------------------------------------------------------------------- #
 
-_request_series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+# A prometheus-client update takes a lock and, in multiprocess mode, writes to a memory-mapped file:
+# several per request. Counting in dicts and lists here and adding the sums at most once a second costs
+# a few dict operations instead.
+_requests: dict[tuple[str | None, str, int], int] = {}  # (route path or None, method, status) -> answers
+_latency: dict[str | None, list[float]] = {}  # route -> answers per bucket (the last: +Inf), then the sum
+_cache_lookups = [0, 0]  # hits, misses
 
 
 def observe_request(request: Request, response: BaseHTTPResponse, seconds: float) -> None:
+    """Count one answer (the response middleware calls this)."""
     route = request.route
+    path = route.path if route is not None else None
     method = request.method
-    key = (route.path if route is not None else UNMATCHED, method if method in METHODS else "other", response.status)
-    series = _request_series.get(key)
-    if series is None:
-        label = key[0] if route is None else "/" + key[0]
-        series = _request_series[key] = (REQUESTS.labels(label, key[1], str(key[2])), LATENCY.labels(label))
-    series[0].inc()
-    series[1].observe(seconds)
+    key = (path, method if method in METHODS else "other", response.status)
+    _requests[key] = _requests.get(key, 0) + 1
+    latency = _latency.get(path)
+    if latency is None:
+        latency = _latency[path] = [0.0] * (len(LATENCY_BUCKETS) + 2)
+    latency[bisect_left(LATENCY_BUCKETS, seconds)] += 1  # the first bucket whose bound is >= seconds
+    latency[-1] += seconds
+
+
+def cache_hit() -> None:
+    _cache_lookups[0] += 1
+
+
+def cache_miss() -> None:
+    _cache_lookups[1] += 1
+
+
+def flush() -> None:
+    """Add what this process counted since the last flush to the metrics (in multiprocess mode, to its files)."""
+    counted = list(_requests.items())
+    _requests.clear()
+    for (path, method, status), count in counted:
+        REQUESTS.labels(_route_label(path), method, str(status)).inc(count)
+    timed = list(_latency.items())
+    _latency.clear()
+    for path, latency in timed:
+        histogram = LATENCY.labels(_route_label(path))
+        # Histogram.observe() adds one answer to its bucket and to the sum; these add many at once.
+        for bucket, count in zip(histogram._buckets, latency, strict=False):
+            if count:
+                bucket.inc(count)
+        histogram._sum.inc(latency[-1])
+    hits, misses = _cache_lookups
+    _cache_lookups[:] = [0, 0]
+    if hits:
+        CODE_CACHE_HIT.inc(hits)
+    if misses:
+        CODE_CACHE_MISS.inc(misses)
+
+
+def _route_label(path: str | None) -> str:
+    return UNMATCHED if path is None else "/" + path
 
 
 # ------------------------------------------------------------------------------------------- #
@@ -132,7 +177,8 @@ def observe_request(request: Request, response: BaseHTTPResponse, seconds: float
 
 
 def sample(app: Sanic) -> None:
-    """Set this worker's gauges from its hasher and its database pool."""
+    """Flush this worker's counts and set its gauges from its hasher and its database pool."""
+    flush()
     HASH_QUEUE.set(app.ctx.hasher.queued)
     usage = app.ctx.db.pool_usage()
     if usage is not None:
@@ -164,12 +210,13 @@ def install(app: Sanic) -> None:
     async def start_sampling(app: Sanic) -> None:
         sampling.append(asyncio.create_task(_sample_forever(app), name="metrics-sampler"))
 
-    async def stop_sampling(_app: Sanic) -> None:
+    async def stop_sampling(app: Sanic) -> None:
         while sampling:
             task = sampling.pop()
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        flush()  # the last counts of a stopping worker are kept
 
     app.main_process_start(_prepare_directory)
     app.main_process_stop(_remove_directory)

@@ -21,10 +21,11 @@ from typing import Any
 import httpx
 import pytest
 
+from referral import logs
 from referral.api.access import VALID_REQUEST_ID
 from referral.app import ReferralApp, create_app
 from referral.config import Settings
-from referral.logs import EMAIL_HASH_LENGTH, email_hash, scrub
+from referral.logs import EMAIL_HASH_LENGTH, ServiceHandler, email_hash, scrub
 from tests.conftest import TEST_SECRET
 from tests.databases import SQLiteTemplate
 from tests.factories import Factory, User, random_email
@@ -118,6 +119,31 @@ def test_one_access_line_per_request_and_nothing_secret_in_any_line(api, make, c
         assert "?" not in line, line
         for secret in secrets_:
             assert secret not in line, (secret, line)
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_the_access_lines_fast_path_writes_what_logging_would(serve_app, capsys, monkeypatch, log_format):
+    """With the service's handler alone on the root logger (as in production; a test's capture adds its
+    own), an access line is written without a LogRecord: the same line."""
+    served = serve_app(log_format=log_format)
+    root = logging.getLogger()
+    [ours] = [handler for handler in root.handlers if isinstance(handler, ServiceHandler)]
+    headers = {"X-Request-ID": "same-line"}
+    capsys.readouterr()
+    assert logs.access_handler() is None  # pytest's handlers are there too
+    served.get("/no/such/page", headers=headers)
+    logged = stderr_lines(capsys)
+    monkeypatch.setattr(root, "handlers", [ours])
+    assert logs.access_handler() is ours
+    served.get("/no/such/page", headers=headers)
+    written = stderr_lines(capsys)
+    assert len(logged) == len(written) == 1
+
+    def comparable(line: str) -> str:  # the time and the duration differ
+        return re.sub(r"^\S+Z|\d+\.\d+ms|\"(time|duration_ms)\":[^,]+,", "", line)
+
+    assert comparable(written[0]) == comparable(logged[0])
+    assert "/no/such/page 404" in logged[0]
 
 
 def test_access_line_off_keeps_the_request_id(serve_app, capsys):

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from referral.app import create_app
 from referral.config import Settings
-from referral.metrics import LATENCY_BUCKETS
+from referral.metrics import LATENCY_BUCKETS, SAMPLE_SECONDS
 from tests.conftest import TEST_SECRET
 from tests.databases import SQLiteTemplate
 from tests.factories import Factory, random_email
@@ -255,12 +256,14 @@ def test_two_workers_add_up(sqlite_template: SQLiteTemplate, tmp_path: Path):
                 and document["path"] == "/refer/getcode"
             }
         assert len(pids) == 2, "every request went to one worker"
+        time.sleep(SAMPLE_SECONDS + 0.5)  # each worker adds its counts to the shared files every second
         assert len({path.name.split("_")[-1] for path in directory.glob("counter_*.db")}) == 2
-        for _ in range(2):  # whichever worker answers, the totals are the same
+        for _ in range(4):  # whichever worker answers, the totals are the same
             with httpx.Client(base_url=base_url) as client:
                 samples = scrape(client)
             assert requests_of(samples, "/refer/getcode", "GET", 404) == sent
             assert value(samples, "referral_code_cache_lookups_total", result="miss") == sent
+            assert value(samples, "referral_http_request_duration_seconds_count", route="/refer/getcode") == sent
             assert value(samples, "referral_db_pool_connections_max") == 2 * 3
     finally:
         stop_server(server)

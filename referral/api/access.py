@@ -17,7 +17,7 @@ import os
 import random
 import re
 from collections.abc import Callable
-from time import perf_counter
+from time import perf_counter, time
 
 from sanic import Request
 from sanic.exceptions import ServerError
@@ -85,8 +85,13 @@ def response_finisher(*, access: bool, observe: RequestObserver | None) -> Calla
             observe(request, response, seconds)
         if access and access_log.isEnabledFor(info):
             method, path, status = request.method, request.path, response.status
-            record = logging.LogRecord(logs.ACCESS_LOGGER, info, "", 0, "%s %s %s", (method, path, status), None)
-            record.access = (method, path, status, seconds, rid, getattr(request.ctx, "user_id", None))
-            access_log.handle(record)
+            user_id = getattr(request.ctx, "user_id", None)
+            handler = logs.access_handler()
+            if handler is not None:  # only the service's handler would see it: skip the LogRecord
+                handler.write_access(time(), method, path, status, seconds, rid, user_id)
+            else:
+                record = logging.LogRecord(logs.ACCESS_LOGGER, info, "", 0, "%s %s %s", (method, path, status), None)
+                record.access = (method, path, status, seconds, rid, user_id)
+                access_log.handle(record)
 
     return finish_response

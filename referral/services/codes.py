@@ -99,9 +99,9 @@ class CodeService:
         """The active code of the user with this email (cached)."""
         cached = await self.cache.get(email)
         if cached is not None:
-            metrics.CODE_CACHE_HIT.inc()
+            metrics.cache_hit()
             return cached
-        metrics.CODE_CACHE_MISS.inc()
+        metrics.cache_miss()
         ticket = await self.cache.fill_ticket(email)
         row = await codes.get_active_code_by_email(self.db, email, now=utcnow())
         if row is None:
