@@ -127,3 +127,96 @@ def test_referral_totals_are_backfilled_from_existing_referrals(empty_database):
     inspect(url, schema, seed_referrals_before_counts)
     migrate(url, schema)
     assert inspect(url, schema, referral_totals) == [(1, 3)]
+
+
+REFERRALS_BEFORE_MAILBOXES = ["Bob@example.com", "carol@gmail.com", "bob+x@example.com", "c.a.r.o.l@googlemail.com"]
+"""Emails of referrals registered before canonical mailboxes, oldest first: two pairs share a mailbox."""
+
+
+def seed_referrals_before_mailboxes(connection: sa.Connection, schema: str | None) -> None:
+    if schema:
+        connection.execute(sa.text(f'SET search_path TO "{schema}"'))
+    now = {"now": utcnow()}
+    for email in ("a@example.com", "b@example.com"):
+        connection.execute(
+            sa.text("INSERT INTO \"user\" (email, password_hash, created_at) VALUES (:email, 'x', :now)"),
+            {"email": email, **now},
+        )
+    connection.execute(
+        sa.text("INSERT INTO referral_code (user_id, code, expires_at, created_at) VALUES (1, 'CODE', :now, :now)"),
+        now,
+    )
+    for email in REFERRALS_BEFORE_MAILBOXES:
+        connection.execute(
+            sa.text("INSERT INTO referral (email, code_id, referrer_id, created_at) VALUES (:email, 1, 1, :now)"),
+            {"email": email, **now},
+        )
+    connection.commit()
+
+
+def mailboxes_and_token_versions(connection: sa.Connection, schema: str | None) -> tuple[dict[str, str], list[int]]:
+    if schema:
+        connection.execute(sa.text(f'SET search_path TO "{schema}"'))
+    mailboxes = dict(connection.execute(sa.text("SELECT email, mailbox FROM referral")).all())
+    versions = list(connection.execute(sa.text('SELECT token_version FROM "user" ORDER BY id')).scalars())
+    return mailboxes, versions
+
+
+def insert_a_referral_of_a_taken_mailbox(connection: sa.Connection, schema: str | None) -> None:
+    if schema:
+        connection.execute(sa.text(f'SET search_path TO "{schema}"'))
+    connection.execute(
+        sa.text(
+            "INSERT INTO referral (email, mailbox, code_id, referrer_id, created_at) "
+            "VALUES ('bob+y@example.com', 'bob@example.com', 1, 1, :now)"
+        ),
+        {"now": utcnow()},
+    )
+
+
+def referral_rows(connection: sa.Connection, schema: str | None) -> int:
+    if schema:
+        connection.execute(sa.text(f'SET search_path TO "{schema}"'))
+    return connection.execute(sa.text("SELECT count(*) FROM referral")).scalar_one()
+
+
+def column_names(connection: sa.Connection, schema: str | None) -> dict[str, set[str]]:
+    inspector = sa.inspect(connection)
+    return {
+        table: {column["name"] for column in inspector.get_columns(table, schema=schema)}
+        for table in ("user", "referral")
+    }
+
+
+MAILBOXES_AFTER_0003 = {
+    "Bob@example.com": "bob@example.com",
+    "carol@gmail.com": "carol@gmail.com",
+    "bob+x@example.com": None,  # the oldest of its mailbox keeps the value
+    "c.a.r.o.l@googlemail.com": None,
+}
+
+
+def test_0003_gives_the_oldest_referral_of_each_mailbox_its_mailbox_and_every_user_token_version_0(empty_database):
+    url, schema = empty_database
+    migrate(url, schema, revision="0002")
+    inspect(url, schema, seed_referrals_before_mailboxes)
+    migrate(url, schema)
+    mailboxes, versions = inspect(url, schema, mailboxes_and_token_versions)
+    assert mailboxes == MAILBOXES_AFTER_0003
+    assert versions == [0, 0]
+    with pytest.raises(sa.exc.IntegrityError):
+        inspect(url, schema, insert_a_referral_of_a_taken_mailbox)
+
+
+def test_0003_downgrades_to_0002_keeping_the_rows(empty_database):
+    url, schema = empty_database
+    migrate(url, schema, revision="0002")
+    inspect(url, schema, seed_referrals_before_mailboxes)
+    migrate(url, schema)
+    downgrade(url, schema, revision="0002")
+    columns = inspect(url, schema, column_names)
+    assert "mailbox" not in columns["referral"]
+    assert "token_version" not in columns["user"]
+    assert inspect(url, schema, referral_rows) == len(REFERRALS_BEFORE_MAILBOXES)
+    migrate(url, schema)
+    assert inspect(url, schema, mailboxes_and_token_versions)[0] == MAILBOXES_AFTER_0003

@@ -1,0 +1,389 @@
+"""Abuse: limits a stranger cannot turn against a user (SPEC "Abuse").
+
+Failed logins per (email, client IP), counted before bcrypt; the per-address and global caps on
+queued password hashes; per-user limits on writes; canonical mailboxes; the two security headers.
+Requests from other client addresses are sent from other loopback addresses (127.0.0.2, ...).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any
+
+import httpx
+import pytest
+
+import referral.security
+from referral.app import create_app
+from referral.config import Settings
+from tests.factories import Factory, User, random_email, random_password
+from tests.live import LiveClient
+from tests.problems import assert_problem
+
+HOME, ELSEWHERE = "127.0.0.1", "127.0.0.2"
+RATE_LIMITED = "urn:referral:problem:rate-limited"
+OVERLOADED = "urn:referral:problem:overloaded"
+JSON = "application/json"
+
+
+@contextmanager
+def serve(settings: Settings, **overrides: Any) -> Iterator[LiveClient]:
+    """A live app with rate limiting on and `overrides`."""
+    with LiveClient(create_app(settings=settings.with_overrides(rate_limit=True, **overrides))) as client:
+        yield client
+
+
+def client_at(api: LiveClient, address: str) -> httpx.AsyncClient:
+    """A client whose requests come from `address` (any 127.x.y.z reaches the server on Linux)."""
+    transport = httpx.AsyncHTTPTransport(local_address=address, verify=False)  # no CA bundle to load: plain HTTP
+    return httpx.AsyncClient(base_url=api.base_url, timeout=30, transport=transport)
+
+
+def send_from(api: LiveClient, address: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    async def send() -> httpx.Response:
+        async with client_at(api, address) as client:
+            return await client.request(method, path, **kwargs)
+
+    return api.run(send())
+
+
+def register(api: LiveClient, email: str, password: str) -> None:
+    answer = api.post("/user/register", json={"email": email, "password": password})
+    assert answer.status_code == 201, answer.text
+
+
+# ------------------------------------------------------------------------------------------- #
+# Failed logins
+# ------------------------------------------------------------------------------------------- #
+
+# How each sign-in route is called, and what it answers a wrong password with.
+SIGN_IN = {
+    "auth": (lambda email, password: {"json": {"email": email, "password": password}}, "/user/auth", 401),
+    "token": (
+        lambda email, password: {"data": {"grant_type": "password", "username": email, "password": password}},
+        "/user/token",
+        400,
+    ),
+}
+
+
+def sign_in(api: LiveClient, address: str, route: str, email: str, password: str) -> httpx.Response:
+    arguments, path, _ = SIGN_IN[route]
+    return send_from(api, address, "POST", path, **arguments(email, password))
+
+
+@pytest.mark.parametrize(("guessed_on", "signed_in_on"), [("auth", "auth"), ("token", "token"), ("auth", "token")])
+def test_a_lock_out_from_one_address_leaves_the_owner_signing_in_from_another(settings, guessed_on, signed_in_on):
+    with serve(settings, rate_limit_login="3/minute") as api:
+        email, password = random_email(), random_password()
+        register(api, email, password)
+        for _ in range(3):
+            wrong = sign_in(api, HOME, guessed_on, email, "a-wrong-guess")
+            assert wrong.status_code == SIGN_IN[guessed_on][2], wrong.text
+        locked = sign_in(api, HOME, signed_in_on, email, password)
+        assert locked.status_code == 429, locked.text
+        assert int(locked.headers["retry-after"]) >= 1
+        if signed_in_on == "token":
+            assert locked.json()["error"] == "slow_down"
+        assert sign_in(api, ELSEWHERE, signed_in_on, email, password).status_code == 200
+
+
+def test_concurrent_wrong_guesses_never_exceed_the_limit(settings, monkeypatch):
+    """30 at once against 3 a minute: at most 3 reach bcrypt (the per-address hash cap is lifted here)."""
+    checked: list[str] = []
+    verify = referral.security._verify_sync
+
+    def counting_verify(password: str, password_hash: str) -> bool:
+        checked.append(password)
+        return verify(password, password_hash)
+
+    with serve(settings, rate_limit_login="3/minute", hash_concurrency_per_ip=100, hash_queue_max=100) as api:
+        email = random_email()
+        register(api, email, random_password())
+        monkeypatch.setattr(referral.security, "_verify_sync", counting_verify)
+        answers = api.gather(
+            [
+                lambda client, number=number: client.post(
+                    "/user/auth", json={"email": email, "password": f"wrong-guess-{number}"}
+                )
+                for number in range(30)
+            ]
+        )
+    statuses = Counter(answer.status_code for answer in answers)
+    assert 1 <= len(checked) <= 3, statuses
+    assert statuses == {401: len(checked), 429: 30 - len(checked)}
+
+
+def test_right_passwords_never_count_as_failed_logins(settings):
+    with serve(settings, rate_limit_login="3/minute") as api:
+        email, password = random_email(), random_password()
+        register(api, email, password)
+        for _ in range(2):
+            assert_problem(sign_in(api, HOME, "auth", email, "a-wrong-guess"), 401)
+        for _ in range(10):
+            assert sign_in(api, HOME, "auth", email, password).status_code == 200
+        assert_problem(sign_in(api, HOME, "auth", email, "a-wrong-guess"), 401)  # the third failure
+        assert_problem(sign_in(api, HOME, "auth", email, password), 429)
+
+
+# ------------------------------------------------------------------------------------------- #
+# Password hashing: per-address and global caps
+# ------------------------------------------------------------------------------------------- #
+
+
+@asynccontextmanager
+async def connected(api: LiveClient, addresses: list[str]) -> AsyncIterator[list[httpx.AsyncClient]]:
+    """A client per address, each with its connection open: a burst then measures the server, not TCP."""
+    clients = [client_at(api, address) for address in addresses]
+    try:
+        for batch in range(0, len(clients), 50):  # within the listen backlog
+            await asyncio.gather(*(client.get("/health") for client in clients[batch : batch + 50]))
+        yield clients
+    finally:
+        await asyncio.gather(*(client.aclose() for client in clients))
+
+
+async def timed(client: httpx.AsyncClient, method: str, path: str, **kwargs: Any) -> tuple[httpx.Response, float]:
+    started = time.monotonic()
+    answer = await client.request(method, path, **kwargs)
+    return answer, time.monotonic() - started
+
+
+async def hashing_request(client: httpx.AsyncClient, number: int) -> tuple[httpx.Response, float]:
+    """A request that costs a bcrypt hash: a sign-up or a wrong password, alternately."""
+    if number % 2:
+        return await timed(client, "POST", "/user/register", json={"email": random_email(), "password": "pw-12345678"})
+    return await timed(client, "POST", "/user/auth", json={"email": random_email(), "password": "a-wrong-guess"})
+
+
+@pytest.mark.sqlite_only
+def test_a_hash_storm_from_one_address_does_not_delay_anothers_login(settings):
+    """200 hashing requests at once at BCRYPT_ROUNDS=12; a login from elsewhere 0.3 s in answers within 2 s.
+
+    On a machine busy with other work (bcrypt runs at a lower priority) the bound stretches to eight
+    quiet logins: a few hash times, far below the queue a storm builds without the per-address cap.
+    """
+    storm_settings = {"bcrypt_rounds": 12, "rate_limit_ip": "10000/minute", "rate_limit_login": "10000/minute"}
+    with serve(settings, **storm_settings) as api:
+        email, password = random_email(), random_password()
+        register(api, email, password)
+        credentials = {"email": email, "password": password}
+
+        async def storm_and_login() -> tuple[float, list[tuple[httpx.Response, float]], tuple[httpx.Response, float]]:
+            async with connected(api, [HOME] * 200 + [ELSEWHERE]) as clients:
+                *stormers, owner = clients
+                quiet, quiet_seconds = await timed(owner, "POST", "/user/auth", json=credentials)
+                assert quiet.status_code == 200, quiet.text
+                storm = asyncio.gather(*(hashing_request(client, n) for n, client in enumerate(stormers)))
+                await asyncio.sleep(0.3)
+                login = await timed(owner, "POST", "/user/auth", json=credentials)
+                return quiet_seconds, await storm, login
+
+        quiet_seconds, storm, (login, login_seconds) = api.run(storm_and_login())
+    assert login.status_code == 200, login.text
+    bound = max(2.0, 8 * quiet_seconds)
+    assert login_seconds < bound, f"the login took {login_seconds:.2f} s (quiet: {quiet_seconds:.2f} s)"
+    statuses = Counter(answer.status_code for answer, _ in storm)
+    assert set(statuses) <= {201, 401, 429}, statuses  # never 503
+    assert statuses[429] >= 100, statuses
+    for answer, _ in storm:
+        if answer.status_code == 429:
+            assert assert_problem(answer, 429)["type"] == RATE_LIMITED
+            assert answer.headers["retry-after"] == "1"
+
+
+@pytest.mark.sqlite_only
+def test_past_the_global_queue_hashing_requests_get_503_at_once(settings, monkeypatch):
+    """50 addresses, 2 or 3 hashing requests each at once, HASH_QUEUE_MAX=20, each hash 0.1 s."""
+
+    def slow(function):
+        def run(*args):
+            time.sleep(0.1)
+            return function(*args)
+
+        return run
+
+    addresses = [f"127.0.0.{number}" for number in range(2, 52)]
+    with serve(settings, hash_queue_max=20) as api:
+        monkeypatch.setattr(referral.security, "_hash_sync", slow(referral.security._hash_sync))
+        monkeypatch.setattr(referral.security, "_verify_sync", slow(referral.security._verify_sync))
+
+        async def burst() -> list[tuple[httpx.Response, float]]:
+            senders = [address for index, address in enumerate(addresses) for _ in range(2 + index % 2)]
+            async with connected(api, senders) as clients:
+                return await asyncio.gather(*(hashing_request(client, n) for n, client in enumerate(clients)))
+
+        answers = api.run(burst())
+    statuses = Counter(answer.status_code for answer, _ in answers)
+    assert set(statuses) <= {201, 401, 429, 503}, statuses
+    overloaded = [(answer, seconds) for answer, seconds in answers if answer.status_code == 503]
+    assert len(overloaded) >= 50, statuses
+    for answer, seconds in overloaded:
+        assert assert_problem(answer, 503)["type"] == OVERLOADED
+        assert int(answer.headers["retry-after"]) >= 1
+        assert seconds < 1, f"a 503 took {seconds:.2f} s"
+
+
+# ------------------------------------------------------------------------------------------- #
+# Authenticated writes per user
+# ------------------------------------------------------------------------------------------- #
+
+
+def test_authenticated_writes_are_limited_per_user(settings):
+    """RATE_LIMIT_USER=3/minute: the fourth write is 429; reads do not count, other users are unaffected."""
+    with serve(settings, rate_limit_user="3/minute") as api:
+        make = Factory(api)
+        user, other = make.user(), make.user()
+
+        def list_mine():
+            return api.get("/referals/list", params={"user_id": user.id}, headers=user.auth)
+
+        for _ in range(5):
+            assert list_mine().status_code == 200
+        for day in range(1, 4):
+            assert api.post("/refer/update_code", json={"day": day}, headers=user.auth).status_code in (200, 201)
+        limited = api.post("/refer/update_code", json={"day": 4}, headers=user.auth)
+        assert assert_problem(limited, 429)["type"] == RATE_LIMITED
+        assert int(limited.headers["retry-after"]) >= 1
+        assert_problem(api.delete("/refer/delete", headers=user.auth), 429)
+        assert api.post("/refer/update_code", json={"day": 1}, headers=other.auth).status_code == 201
+        assert list_mine().status_code == 200
+
+
+# ------------------------------------------------------------------------------------------- #
+# Canonical mailboxes
+# ------------------------------------------------------------------------------------------- #
+
+SAME_MAILBOX = [  # (an address, another address of the same mailbox)
+    pytest.param("alice@example.com", "ALICE@Example.COM", id="case"),
+    pytest.param("alice@example.com", "alice+r1@example.com", id="plus-tag"),
+    pytest.param("alice+r1@example.com", "alice+r2@example.com", id="two-tags"),
+    pytest.param("victim@gmail.com", "v.i.c.t.i.m@gmail.com", id="gmail-dots"),
+    pytest.param("v.ictim@gmail.com", "vic.tim@gmail.com", id="gmail-dots-on-both"),
+    pytest.param("victim@gmail.com", "victim@googlemail.com", id="googlemail"),
+    pytest.param("victim@gmail.com", "ｖictim@gmail.com", id="fullwidth-letter"),
+    pytest.param("victim@example.com", "ＶＩＣＴＩＭ@example.com", id="fullwidth-capitals"),
+    pytest.param("victim@gmail.com", "V.ICTIM+spam@GoogleMail.com", id="all-at-once"),
+]
+DISTINCT_MAILBOXES = [
+    pytest.param("alice@example.com", "alice@example.org", id="other-domain"),
+    pytest.param("alice@example.com", "alicia@example.com", id="other-local-part"),
+    pytest.param("alice@example.com", "a.lice@example.com", id="dots-count-outside-gmail"),
+    pytest.param("alice@example.com", "alice-r1@example.com", id="only-plus-starts-a-tag"),
+    pytest.param("alice@gmail.com", "alice@gmail.com.example", id="not-gmail"),
+]
+
+
+def refer(api: LiveClient, code: str, email: str) -> httpx.Response:
+    return api.post("/referals/register", json={"email": email, "code": code})
+
+
+@pytest.mark.parametrize(("owners", "other"), SAME_MAILBOX)
+def test_another_address_of_the_owners_mailbox_is_a_self_referral(api, make, owners, other):
+    code = make.code(make.user(email=owners))["code"]
+    body = assert_problem(refer(api, code, other), 422)
+    assert body["type"] == "urn:referral:problem:self-referral"
+    assert list(body["errors"]) == ["email"]
+
+
+@pytest.mark.parametrize(("referred", "other"), SAME_MAILBOX)
+def test_another_address_of_a_referred_mailbox_is_already_a_referral(api, make, referred, other):
+    make.referral(make.code(make.user())["code"], email=referred)
+    another_referrers_code = make.code(make.user())["code"]
+    body = assert_problem(refer(api, another_referrers_code, other), 409)
+    assert body["type"] == "urn:referral:problem:already-referred"
+
+
+@pytest.mark.parametrize(("first", "second"), DISTINCT_MAILBOXES)
+def test_distinct_mailboxes_are_accepted(api, make, first, second):
+    owners_code = make.code(make.user(email=first))["code"]
+    assert refer(api, owners_code, second).status_code == 201  # not a self-referral
+    assert refer(api, make.code(make.user())["code"], first).status_code == 201  # not already a referral
+
+
+def test_concurrent_referrals_of_one_mailbox_give_one_referral(api, make):
+    owner = make.user()
+    code = make.code(owner)["code"]
+    variants = [
+        f"{local}{tag}@{domain}"
+        for local in ("bob", "b.ob", "bo.b", "b.o.b", "ｂob")
+        for tag in ("", "+news")
+        for domain in ("gmail.com", "googlemail.com")
+    ]
+    assert len(set(variants)) == 20
+    answers = api.gather(
+        [
+            lambda client, email=email: client.post("/referals/register", json={"email": email, "code": code})
+            for email in variants
+        ]
+    )
+    statuses = Counter(answer.status_code for answer in answers)
+    assert statuses == {201: 1, 409: 19}, statuses
+    listed = api.get("/referals/list", params={"user_id": owner.id}, headers=owner.auth)
+    assert listed.headers["x-total-count"] == "1"
+    assert len(listed.json()) == 1
+
+
+# ------------------------------------------------------------------------------------------- #
+# Headers
+# ------------------------------------------------------------------------------------------- #
+
+Call = tuple[str, str, dict[str, Any], int]  # method, path, request arguments, expected status
+
+
+def answers_of_every_kind(user: User, code: str) -> dict[str, Call]:
+    """A request for each kind of answer, made as `user` (who has the active `code`)."""
+    mine = {"email": user.email, "password": user.password}
+    wrong = {"email": user.email, "password": "a-wrong-guess"}
+    grant = {"grant_type": "password", "username": user.email, "password": user.password}
+    change = {"current_password": user.password, "new_password": "a-new-and-better-passphrase"}
+    wrong_current = {**change, "current_password": "a-wrong-guess"}
+    referred = {"email": random_email(), "code": code}
+    return {
+        "register 201": ("POST", "/user/register", {"json": {**mine, "email": random_email()}}, 201),
+        "register 409": ("POST", "/user/register", {"json": mine}, 409),
+        "register 422": ("POST", "/user/register", {"json": {"email": "bad", "password": "short"}}, 422),
+        "auth 200": ("POST", "/user/auth", {"json": mine}, 200),
+        "auth 401": ("POST", "/user/auth", {"json": wrong}, 401),
+        "auth 400 bad JSON": ("POST", "/user/auth", {"content": b"{", "headers": {"content-type": JSON}}, 400),
+        "token 200": ("POST", "/user/token", {"data": grant}, 200),
+        "token 400": ("POST", "/user/token", {"data": {**grant, "password": "a-wrong-guess"}}, 400),
+        "getcode 200": ("GET", "/refer/getcode", {"params": {"email": user.email}}, 200),
+        "getcode 404": ("GET", "/refer/getcode", {"params": {"email": random_email()}}, 404),
+        "update_code 200": ("POST", "/refer/update_code", {"json": {"day": 3}, "headers": user.auth}, 200),
+        "update_code 401": ("POST", "/refer/update_code", {"json": {"day": 3}}, 401),
+        "delete 200": ("DELETE", "/refer/delete", {"headers": user.auth}, 200),
+        "referals/register 201": ("POST", "/referals/register", {"json": referred}, 201),
+        "referals/register 404": ("POST", "/referals/register", {"json": {**referred, "code": "NOPE"}}, 404),
+        "list 200": ("GET", "/referals/list", {"params": {"user_id": user.id}, "headers": user.auth}, 200),
+        "list 403": ("GET", "/referals/list", {"params": {"user_id": user.id + 1}, "headers": user.auth}, 403),
+        "password 200": ("POST", "/user/password", {"json": change, "headers": user.auth}, 200),
+        "password 403": ("POST", "/user/password", {"json": wrong_current, "headers": user.auth}, 403),
+        "logout 204": ("POST", "/user/logout", {"headers": user.auth}, 204),
+        "health 200": ("GET", "/health", {}, 200),
+        "docs 302": ("GET", "/docs", {}, 302),
+        "docs 200": ("GET", "/docs/swagger", {}, 200),
+        "openapi.json 200": ("GET", "/docs/openapi.json", {}, 200),
+        "unknown path 404": ("GET", "/no/such/path", {}, 404),
+        "unknown method 405": ("GET", "/user/register", {}, 405),
+    }
+
+
+EVERY_KIND = list(answers_of_every_kind(User(1, "someone@example.com", "pw", "token"), "CODE"))
+NO_STORE = {"auth 200", "token 200", "token 400", "password 200", "list 200", "referals/register 201"}
+
+
+@pytest.mark.sqlite_only  # the headers are the HTTP layer's: no database decides them
+@pytest.mark.parametrize("kind", EVERY_KIND)
+def test_every_answer_says_nosniff_and_those_with_a_token_or_emails_no_store(api, make, kind):
+    user = make.user()
+    method, path, arguments, status = answers_of_every_kind(user, make.code(user)["code"])[kind]
+    answer = api.request(method, path, **arguments)
+    assert answer.status_code == status, answer.text
+    assert answer.headers["x-content-type-options"] == "nosniff"
+    if kind in NO_STORE:
+        assert answer.headers["cache-control"] == "no-store"
