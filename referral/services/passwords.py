@@ -7,6 +7,7 @@ frequency-ordered list, kept as one frozenset of lower-cased strings.
 
 from __future__ import annotations
 
+import unicodedata
 from functools import lru_cache
 from importlib import resources
 
@@ -26,7 +27,7 @@ def check_new_password(password: str, *, email: str, field: str = "password") ->
     """PasswordRefused, naming `field`, unless `password` may be chosen by the owner of `email`."""
     if not password.strip():
         raise PasswordRefused(field=field, reason="must not be only whitespace")
-    folded = password.casefold()
+    folded = unicodedata.normalize("NFKC", password).casefold()  # fullwidth "ｐａｓｓｗｏｒｄ" is "password"
     if folded in common_passwords():
         raise PasswordRefused(field=field, reason="is one of the most common passwords")
     local = canonical_local_part(email)
