@@ -22,6 +22,7 @@ from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from redis.connection import parse_url as parse_redis_url
 
 log = logging.getLogger("referral.config")
 
@@ -108,6 +109,7 @@ class Settings(BaseSettings):
     )
     redis_url: str | None = Field(
         None,
+        repr=False,  # may hold a password
         description="shared code cache and rate-limit counters across workers and instances (keys begin with "
         "SERVICE_NAME); unset: in process",
     )
@@ -164,6 +166,16 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_unset(cls, value: str | None) -> str | None:
         return value or None
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, url: str | None) -> str | None:
+        if url:
+            try:
+                parse_redis_url(url)
+            except ValueError as error:  # redis-py's messages name the scheme or the port, never the password
+                raise ValueError(f"is not a Redis URL: {error}") from None
+        return url
 
     @field_validator("log_format")
     @classmethod

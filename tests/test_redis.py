@@ -20,7 +20,7 @@ import redis
 from referral.app import create_app
 from referral.cache import CodeCache, encode
 from referral.clock import utcnow
-from referral.config import Settings
+from referral.config import ConfigError, Settings, load_settings
 from referral.db import codes as code_queries
 from referral.redis_link import RedisLink
 from referral.services.models import CodeInfo
@@ -263,3 +263,18 @@ def test_rate_limits_are_shared_between_instances(shared_settings):
             assert first.get("/refer/getcode", params={"email": random_email()}).status_code == 404
     with LiveClient(create_app(settings=limited)) as second:  # a fresh memory: only Redis remembers the three
         assert_problem(second.get("/refer/getcode", params={"email": random_email()}), 429)
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("localhost:6379", "Redis URL must specify one of the following schemes"),
+        ("redis://:hunter2-secret@127.0.0.1:99999/0", "Port out of range"),
+    ],
+)
+def test_a_redis_url_that_cannot_work_is_a_configuration_error_that_never_shows_the_password(url, problem):
+    with pytest.raises(ConfigError) as refused:
+        load_settings(env={"REDIS_URL": url})
+    assert str(refused.value).startswith("REDIS_URL is not a Redis URL: ")
+    assert problem in str(refused.value)
+    assert "hunter2" not in str(refused.value)
