@@ -15,6 +15,7 @@ a bcrypt hash or a URL's query string. This module imports no Sanic: services lo
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -32,6 +33,7 @@ ACCESS_LOGGER = "referral.access"
 SECURITY_LOGGER = "referral.security"
 EMAIL_HASH_LENGTH = 16  # hex digits: 64 bits, enough to tell accounts apart in a log
 EMAIL_HASH_CONTEXT = b"referral log email:"  # the key's use here is not its use for tokens
+PIPE_BUF = 4096  # Linux: writes up to this size to a pipe never interleave with another process's
 
 security_log = logging.getLogger(SECURITY_LOGGER)
 
@@ -225,11 +227,18 @@ def _json(document: dict[str, Any]) -> str:
 
 
 class ServiceHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """The one handler of the service's lines, on the root logger; stderr as it is when written to."""
+    """The one handler of the service's lines, on the root logger; stderr as it is when written to.
+
+    Access lines (`write_access`) are gathered while the event loop runs its ready callbacks and written
+    together right after (`loop.call_soon`), in writes of at most PIPE_BUF bytes ending with a line, so
+    that several workers sharing stderr never mix their lines; any other line first writes those before
+    it, so the order stays the order of events.
+    """
 
     def __init__(self, formatter: logging.Formatter) -> None:
         super().__init__()
         self.setFormatter(formatter)
+        self._access_lines: list[str] = []
 
     @property  # type: ignore[override]
     def stream(self) -> Any:
@@ -240,21 +249,46 @@ class ServiceHandler(logging.StreamHandler):  # type: ignore[type-arg]
         pass
 
     def write_access(self, *access: Any) -> None:
-        """Write an access line (created, method, path, status, seconds, request id, user id) without a
-        LogRecord: the fast path of `referral.api.access`, when `access_handler()` allows it."""
-        self.write_line(self.formatter.access_line(*access))  # type: ignore[union-attr]
+        """Queue an access line (created, method, path, status, seconds, request id, user id), formatted
+        as a record of it would be, without a LogRecord: the fast path of `referral.api.access`."""
+        line = self.formatter.access_line(*access)  # type: ignore[union-attr]
+        with self.lock:  # type: ignore[union-attr]
+            self._access_lines.append(line)
+            first = len(self._access_lines) == 1
+        if first:
+            try:
+                asyncio.get_running_loop().call_soon(self.write_access_lines)
+            except RuntimeError:  # no event loop here: write it now
+                self.write_access_lines()
 
-    def write_line(self, line: str) -> None:
-        """Write a formatted line, as `emit` would."""
-        self.acquire()
-        try:
+    def write_access_lines(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            lines, self._access_lines = self._access_lines, []
+            if not lines:
+                return
             stream = sys.stderr
-            stream.write(line + "\n")
-            stream.flush()
-        except (OSError, ValueError):  # stderr closed or gone: a log line is not worth a failed request
-            pass
-        finally:
-            self.release()
+            try:
+                chunk: list[str] = []
+                size = 0
+                for line in lines:
+                    if chunk and size + len(line) + 1 > PIPE_BUF:
+                        stream.write("".join(chunk))
+                        stream.flush()
+                        chunk, size = [], 0
+                    chunk.append(line + "\n")
+                    size += len(line) + 1
+                stream.write("".join(chunk))
+                stream.flush()
+            except (OSError, ValueError):  # stderr closed or gone: a log line is not worth a failed request
+                pass
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.write_access_lines()  # the lines of earlier events first
+        super().emit(record)
+
+    def flush(self) -> None:
+        self.write_access_lines()
+        super().flush()
 
 
 _root = logging.getLogger()
@@ -264,8 +298,8 @@ _access = logging.getLogger(ACCESS_LOGGER)
 
 def access_handler() -> ServiceHandler | None:
     """The service's handler when an access line would reach it and nothing else: the line can then be
-    written straight away (`ServiceHandler.write_line`), which costs a third of logging it. Otherwise
-    (a test's log capture, a handler or filter added) None: log it as a record."""
+    queued for it (`ServiceHandler.write_access`), without the LogRecord and the write per line of
+    logging it. Otherwise (a test's log capture, a handler or filter added) None: log it as a record."""
     handlers = _root.handlers
     if len(handlers) != 1 or _access.handlers or _access.filters or _service.handlers or _service.filters:
         return None

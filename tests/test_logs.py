@@ -7,6 +7,7 @@ stderr.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -136,6 +137,7 @@ def test_the_access_lines_fast_path_writes_what_logging_would(serve_app, capsys,
     monkeypatch.setattr(root, "handlers", [ours])
     assert logs.access_handler() is ours
     served.get("/no/such/page", headers=headers)
+    ours.flush()
     written = stderr_lines(capsys)
     assert len(logged) == len(written) == 1
 
@@ -144,6 +146,40 @@ def test_the_access_lines_fast_path_writes_what_logging_would(serve_app, capsys,
 
     assert comparable(written[0]) == comparable(logged[0])
     assert "/no/such/page 404" in logged[0]
+
+
+def test_queued_access_lines_are_written_together_in_whole_lines_and_in_order(monkeypatch):
+    """Access lines queued in one turn of the event loop are written right after it, in writes of at most
+    PIPE_BUF bytes that end with a line (workers sharing a pipe never mix lines), and before any other line."""
+    writes: list[str] = []
+
+    class Stderr:
+        def write(self, text: str) -> None:
+            writes.append(text)
+
+        def flush(self) -> None:
+            pass
+
+    monkeypatch.setattr(sys, "stderr", Stderr())
+    handler = ServiceHandler(logs.TextFormatter())
+
+    async def turn() -> None:
+        for n in range(100):
+            handler.write_access(0.0, "GET", f"/refer/getcode/{n}", 200, 0.001, f"id-{n}", None)
+        assert writes == []  # queued until the loop's current turn is over
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        handler.write_access(0.0, "GET", "/before-the-warning", 200, 0.001, "id-last", None)
+        handler.handle(logging.LogRecord("referral.errors", logging.WARNING, "", 0, "a warning", (), None))
+
+    asyncio.run(turn())
+    assert len(writes) > 3
+    assert all(len(text.encode()) <= logs.PIPE_BUF and text.endswith("\n") for text in writes)
+    lines = "".join(writes).splitlines()
+    assert [line.split()[5] for line in lines[:101]] == [f"/refer/getcode/{n}" for n in range(100)] + [
+        "/before-the-warning"
+    ]
+    assert lines[101].endswith("WARNING referral.errors: a warning")
 
 
 def test_access_line_off_keeps_the_request_id(serve_app, capsys):
