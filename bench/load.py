@@ -21,6 +21,7 @@ class LoadResult:
     p90_ms: float
     p99_ms: float
     mean_ms: float
+    cpu_us: float | None = None  # CPU time the server's processes spent per answered request (all threads)
 
     @property
     def rps(self) -> float:

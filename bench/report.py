@@ -79,6 +79,24 @@ def _cost_us(on: LoadResult, off: LoadResult) -> float:
     return (1e6 / on.rps if on.rps else 0.0) - (1e6 / off.rps if off.rps else 0.0)
 
 
+def _cpu_ratio(res: LoadResult, ceiling: LoadResult) -> float | None:
+    """The ceiling's CPU per request over this row's: what the req/s ratio would be on a core of its own."""
+    if res.cpu_us and ceiling.cpu_us:
+        return ceiling.cpu_us / res.cpu_us
+    return None
+
+
+def _both(res: LoadResult, ceiling: LoadResult | None) -> str:
+    if ceiling is None:
+        return "-"
+    cpu = _cpu_ratio(res, ceiling)
+    return f"{_ratio(res.rps, ceiling.rps):.2f}x" + (f" · {cpu:.2f}x" if cpu is not None else "")
+
+
+def _cpu(res: LoadResult) -> str:
+    return f"{res.cpu_us:,.0f}" if res.cpu_us is not None else "-"
+
+
 def _scale_target(name: str, by_size: dict[int, LoadResult], limit: str) -> Target:
     """p50 at the larger size over p50 at the smaller one, at most 1.5x."""
     small, big = sorted(by_size)
@@ -95,6 +113,8 @@ def _vs(name: str, row: str, ceiling: str, r: Results, at_least: float | None) -
         return None
     x = _ratio(a.rps, b.rps)
     measured = f"{a.rps:,.0f} / {b.rps:,.0f} req/s = {x:.2f}x"
+    if (cpu := _cpu_ratio(a, b)) is not None:
+        measured += f" (CPU per request: {b.cpu_us:,.0f} / {a.cpu_us:,.0f} us = {cpu:.2f}x)"
     if at_least is None:
         return Target(name, measured, "no target", None)
     return Target(name, measured, f">= {at_least}x", x >= at_least)
@@ -154,9 +174,10 @@ def all_met(r: Results) -> bool:
 
 
 def _row(label: str, res: LoadResult, ceiling: LoadResult | None, db_ceiling: LoadResult | None) -> str:
-    x = f"{_ratio(res.rps, ceiling.rps):.2f}x" if ceiling else "-"
-    y = f"{_ratio(res.rps, db_ceiling.rps):.2f}x" if db_ceiling else "-"
-    return f"| {label} | {res.rps:,.1f} | {res.p50_ms:.2f} | {res.p99_ms:.2f} | {res.errors} | {x} | {y} |"
+    return (
+        f"| {label} | {res.rps:,.1f} | {res.p50_ms:.2f} | {res.p99_ms:.2f} | {res.errors} | {_cpu(res)} | "
+        f"{_both(res, ceiling)} | {_both(res, db_ceiling)} |"
+    )
 
 
 def _duration(seconds: float) -> str:
@@ -188,8 +209,8 @@ def markdown(r: Results) -> str:
         "meanwhile) and wrk runs on the same cores: read the ratios within one run, not absolute numbers "
         "across runs.",
         "",
-        "| endpoint | req/s | p50 ms | p99 ms | errors | vs ceiling | vs DB ceiling |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| endpoint | req/s | p50 ms | p99 ms | errors | CPU us/req | vs ceiling | vs DB ceiling |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name in ROW_ORDER:
         label = ROW_LABELS.get(name, name)
@@ -197,7 +218,7 @@ def markdown(r: Results) -> str:
             db_ceiling = r.rows.get(names.DB_CEILING_OF.get(name, ""))
             lines.append(_row(label, r.rows[name], ceiling, db_ceiling))
         elif name in r.todo:
-            lines.append(f"| {label} | {r.todo[name]} | | | | | |")
+            lines.append(f"| {label} | {r.todo[name]} | | | | | | |")
     lines += [
         "",
         "Ceilings: bare Sanic answering getcode's fixed JSON (`bench/ceiling.py`); the same with sanic-ext on "
@@ -210,6 +231,13 @@ def markdown(r: Results) -> str:
         f"reads the first 100-row page of a referrer with {o.small_referrals:,} referrals (the service also "
         "checks the token: a JWT decode and one `SELECT token_version`); /refer/update_code extends the codes "
         "of 50 users in turn; /user/auth logs in with the right password (one bcrypt check each).",
+        "",
+        "CPU us/req: the CPU time (user + system, every thread) the server's processes used during the row, "
+        "divided by the requests answered. The ratio columns give two numbers, by req/s · by CPU per request "
+        "(the ceiling's CPU per request over the row's). On a machine shared with other work, req/s moves with "
+        "whatever else runs in those seconds; CPU per request moves far less, and is what the req/s ratio would "
+        "be with a core to itself (for the database rows it leaves out the database server's own time, the same "
+        "on both sides).",
     ]
     lines += _features(r)
     if r.quiet and r.storm and r.storm_auth:
@@ -224,7 +252,9 @@ def markdown(r: Results) -> str:
             f"what every core hashing and nothing else gives: one cost-{o.bcrypt_rounds} hash took "
             f"{r.hash_seconds * 1000:.0f} ms in the bench process just before "
             f"(`referral.security._hash_sync`, median of {names.HASH_SAMPLES}), "
-            f"so {os.cpu_count()} cores / that = **{r.bcrypt_limit:.2f} logins/s**.",
+            f"so {os.cpu_count()} cores / that = **{r.bcrypt_limit:.2f} logins/s**. The same hash in a thread at "
+            f"nice 10, the service's hashing priority, took {r.hash_seconds_niced * 1000:.0f} ms: "
+            f"{_contention(r)}",
             "",
             "| | req/s | p50 ms | p99 ms | errors |",
             "|---|---:|---:|---:|---:|",
@@ -271,6 +301,16 @@ def markdown(r: Results) -> str:
     return "\n".join(lines)
 
 
+def _contention(r: Results) -> str:
+    x = _ratio(r.hash_seconds_niced, r.hash_seconds)
+    if x < 1.15:
+        return f"{x:.2f}x, nothing else was competing for the cores."
+    return (
+        f"{x:.2f}x, other processes on the machine were taking the cores first (a thread at nice 10 gets about a "
+        "tenth of a core's share next to one at nice 0), and the service's hashing threads lose to them the same way."
+    )
+
+
 def _driver(backend: str) -> str:
     return "asyncpg (`pool.fetchrow` / `pool.fetch`)" if backend == "pg" else "aiosqlite"
 
@@ -288,16 +328,17 @@ def _features(r: Results) -> list[str]:
         "interleaved rounds as the ceilings above. A feature's cost per request is 1/(req/s with it) - "
         "1/(req/s without it): the worker is saturated, so that is about the CPU time it adds to a request.",
         "",
-        "| service | req/s | p50 ms | p99 ms | vs ceiling |",
-        "|---|---:|---:|---:|---:|",
+        "| service | req/s | p50 ms | p99 ms | CPU us/req | vs ceiling |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for name, res in f.items():
         label = FEATURE_LABELS.get(name, name)
-        x = f"{_ratio(res.rps, ceiling.rps):.2f}x" if ceiling else "-"
-        lines.append(f"| {label} | {res.rps:,.1f} | {res.p50_ms:.2f} | {res.p99_ms:.2f} | {x} |")
+        lines.append(
+            f"| {label} | {res.rps:,.1f} | {res.p50_ms:.2f} | {res.p99_ms:.2f} | {_cpu(res)} | {_both(res, ceiling)} |"
+        )
     for name, why in r.todo.items():
         if name in (names.NO_METRICS, names.HOT_LOGGED):
-            lines.append(f"| {name} | {why} | | | |")
+            lines.append(f"| {name} | {why} | | | | |")
     pairs = [
         ("rate limiting (RATE_LIMIT=on, limits not reached)", names.HOT, names.NO_RATE_LIMIT),
         ("metrics (METRICS=on)", names.HOT, names.NO_METRICS),
@@ -307,21 +348,25 @@ def _features(r: Results) -> list[str]:
     ]
     lines += [
         "",
-        "| feature | with: req/s | without: req/s | with / without | cost per request |",
-        "|---|---:|---:|---:|---:|",
+        "| feature | with: req/s | without: req/s | with / without | cost per request, by req/s | by CPU per request |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
-    for label, on, off in pairs:
-        if on in f and off in f:
-            a, b = f[on], f[off]
-            lines.append(
-                f"| {label} | {a.rps:,.1f} | {b.rps:,.1f} | {_ratio(a.rps, b.rps):.2f}x | {_cost_us(a, b):.1f} us |"
-            )
+    rows = [(label, f.get(on), f.get(off)) for label, on, off in pairs]
     memory, shared = _redis_pair(r)
     if memory and shared:
-        a, b = shared[names.HOT], memory[names.HOT]
+        rows.append(
+            (
+                "REDIS_URL (the code cache and limits in Redis) vs in process, one worker (scaling table)",
+                shared.get(names.HOT),
+                memory.get(names.HOT),
+            )
+        )
+    for label, a, b in rows:
+        if a is None or b is None:
+            continue
+        cpu = f"{a.cpu_us - b.cpu_us:.1f} us" if a.cpu_us is not None and b.cpu_us is not None else "-"
         lines.append(
-            f"| REDIS_URL (Redis-backed code cache and limits) vs in-process, one worker (scaling table) | "
-            f"{a.rps:,.1f} | {b.rps:,.1f} | {_ratio(a.rps, b.rps):.2f}x | {_cost_us(a, b):.1f} us |"
+            f"| {label} | {a.rps:,.1f} | {b.rps:,.1f} | {_ratio(a.rps, b.rps):.2f}x | {_cost_us(a, b):.1f} us | {cpu} |"
         )
     return lines
 
@@ -344,18 +389,18 @@ def _scaling(r: Results) -> list[str]:
         "has no core of its own, so these rows show what the settings cost, not how the service scales on a "
         "machine with cores to spare.",
         "",
-        "| configuration | cached getcode req/s | p99 ms | vs first row | /referals/register req/s | p99 ms "
-        "| vs first row |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| configuration | cached getcode req/s | p99 ms | CPU us/req | vs first row | /referals/register req/s "
+        "| p99 ms | CPU us/req | vs first row |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, rows in r.scaling.items():
         cells = [name]
         for row in (names.HOT, names.REGISTER):
             res, first = rows.get(row), base.get(row)
             if res is None:
-                cells += ["-", "-", "-"]
+                cells += ["-", "-", "-", "-"]
                 continue
-            cells += [f"{res.rps:,.1f}", f"{res.p99_ms:.2f}", f"{_ratio(res.rps, first.rps):.2f}x" if first else "-"]
+            cells += [f"{res.rps:,.1f}", f"{res.p99_ms:.2f}", _cpu(res), _both(res, first)]
         lines.append("| " + " | ".join(cells) + " |")
     if r.scaling_note:
         lines += ["", r.scaling_note]

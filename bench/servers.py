@@ -91,6 +91,15 @@ class Server:
         """The processes serving requests (Sanic's workers, children of the main process)."""
         return [process.pid for process in self._processes()[1:]]
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system, every thread) the server's processes have used so far."""
+        total = 0.0
+        for process in self._processes():
+            with contextlib.suppress(psutil.Error):
+                times = process.cpu_times()
+                total += times.user + times.system
+        return total
+
     def _processes(self) -> list[psutil.Process]:
         assert self.process is not None
         try:

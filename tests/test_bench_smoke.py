@@ -44,11 +44,11 @@ def run_bench(tmp_path: Path, *args: str) -> str:
 
 
 def endpoint_rows(report: str) -> dict[str, list[str]]:
-    """The endpoint table's rows (the first table): name -> [req/s, p50, p99, errors, vs ceiling, vs DB ceiling]."""
+    """The endpoint table's rows: name -> [req/s, p50, p99, errors, CPU, vs ceiling, vs DB ceiling]."""
     rows: dict[str, list[str]] = {}
     for line in report.splitlines():
         cells = [cell.strip() for cell in line.strip("|").split("|")]
-        if len(cells) == 7 and any(cells[0].startswith(name) for name in ENDPOINT_ROWS + PG_ROWS + ACCESS_LOG_ROWS):
+        if len(cells) == 8 and any(cells[0].startswith(name) for name in ENDPOINT_ROWS + PG_ROWS + ACCESS_LOG_ROWS):
             rows.setdefault(cells[0], cells[1:])
     return rows
 
@@ -63,9 +63,10 @@ def check_report(report: str, backend: str, tmp_path: Path) -> None:
     for name in expected:
         matching = [cells for row, cells in rows.items() if row.startswith(name)]
         assert matching, f"no row for {name}"
-        requests_per_second, _, _, errors, _, vs_db_ceiling = matching[0]
+        requests_per_second, _, _, errors, cpu, _, vs_db_ceiling = matching[0]
         assert float(requests_per_second.replace(",", "")) > 0, name
         assert errors == "0", f"{name}: {errors} failed requests"
+        assert float(cpu.replace(",", "")) > 0, f"{name}: no CPU time per request"
         if name in ("getcode (cache disabled)", "/referals/list (100-row page)"):
             assert vs_db_ceiling.endswith("x"), f"{name}: no ratio to its DB ceiling"
     for section in ("### What each feature costs", "### Isolation", "### Scale", "### Targets", "Peak RSS"):
