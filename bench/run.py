@@ -57,9 +57,10 @@ from bench.rows import (
     HOT_LOGGED,
     LIST,
     LOG_CEILING,
-    NO_METRICS,
-    NO_RATE_LIMIT,
     NOCACHE,
+    ONLY_ACCESS_LOG,
+    ONLY_METRICS,
+    ONLY_RATE_LIMIT,
     PRODUCTION,
     REGISTER,
     UPDATE,
@@ -439,19 +440,24 @@ class Bench:
             CEILING: self.ceiling("ceiling"),
             CEILING_WITH_EXT: self.ceiling("ceiling-ext", BENCH_CEILING_EXT="1"),
         }
-        features = {HOT: {}, NO_RATE_LIMIT: {"RATE_LIMIT": "off"}}
-        if available("METRICS"):
-            features[NO_METRICS] = {"METRICS": "off"}
-        else:
-            r.todo[NO_METRICS] = "this tree has no METRICS setting"
-        if available("ACCESS_LOG") and service_access_log() is not None:
+        all_off = {"RATE_LIMIT": "off", "METRICS": "off", "ACCESS_LOG": "off"}
+        features: dict[str, dict[str, str]] = {HOT: {}}
+        logged = available("ACCESS_LOG") and service_access_log() is not None
+        if logged:
             servers[LOG_CEILING] = self.ceiling("ceiling-log", BENCH_CEILING_LOG="1", LOG_FORMAT="text")
             features[HOT_LOGGED] = {"ACCESS_LOG": "on"}
         else:
-            r.todo[HOT_LOGGED] = r.todo[LOG_CEILING] = (
+            r.todo[HOT_LOGGED] = r.todo[LOG_CEILING] = r.todo[ONLY_ACCESS_LOG] = (
                 "TODO: this tree has no ACCESS_LOG setting or no referral.logs access line yet"
             )
-        features[ALL_OFF] = {"RATE_LIMIT": "off", "METRICS": "off", "ACCESS_LOG": "off"}
+        features[ALL_OFF] = all_off
+        features[ONLY_RATE_LIMIT] = {**all_off, "RATE_LIMIT": "on"}
+        if available("METRICS"):
+            features[ONLY_METRICS] = {**all_off, "METRICS": "on"}
+        else:
+            r.todo[ONLY_METRICS] = "TODO: this tree has no METRICS setting"
+        if logged:
+            features[ONLY_ACCESS_LOG] = {**all_off, "ACCESS_LOG": "on"}
         labels = {row: "service" if row == HOT else f"service, {row}" for row in features}
         labels[HOT_LOGGED] = "service, access log on"
         for number, (row, settings) in enumerate(features.items()):
