@@ -19,7 +19,7 @@ from typing import TypeVar
 
 from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
-from limits.aio.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter
+from limits.aio.strategies import FixedWindowRateLimiter, SlidingWindowCounterRateLimiter
 
 from referral.config import Settings
 from referral.errors import RateLimited
@@ -35,12 +35,12 @@ class Counters:
     """One storage and the two strategies on it."""
 
     storage: Storage
-    moving: MovingWindowRateLimiter
+    sliding: SlidingWindowCounterRateLimiter  # two counters a key: its cost does not grow with the hits
     fixed: FixedWindowRateLimiter  # for failed logins: its counter can be given back
 
     @classmethod
     def on(cls, storage: Storage) -> Counters:
-        return cls(storage, MovingWindowRateLimiter(storage), FixedWindowRateLimiter(storage))
+        return cls(storage, SlidingWindowCounterRateLimiter(storage), FixedWindowRateLimiter(storage))
 
 
 class RateLimits:
@@ -68,7 +68,7 @@ class RateLimits:
         """Count a request from `ip`; RateLimited once the per-IP limit is used up."""
         if not self.enabled:
             return
-        retry_after = await self._use(lambda counters: _hit(counters.moving, self.per_ip, "ip", scope, ip))
+        retry_after = await self._use(lambda counters: _hit(counters.sliding, self.per_ip, "ip", scope, ip))
         if retry_after is not None:
             raise RateLimited(retry_after=retry_after)
 
@@ -76,7 +76,7 @@ class RateLimits:
         """Count an authenticated write of the user; RateLimited once RATE_LIMIT_USER is used up."""
         if not self.enabled:
             return
-        retry_after = await self._use(lambda counters: _hit(counters.moving, self.per_user, "user", str(user_id)))
+        retry_after = await self._use(lambda counters: _hit(counters.sliding, self.per_user, "user", str(user_id)))
         if retry_after is not None:
             raise RateLimited("Too many changes from your account: slow down.", retry_after=retry_after)
 
@@ -114,7 +114,7 @@ class RateLimits:
 
 
 async def _hit(
-    limiter: MovingWindowRateLimiter | FixedWindowRateLimiter, item: RateLimitItem, *identifiers: str
+    limiter: SlidingWindowCounterRateLimiter | FixedWindowRateLimiter, item: RateLimitItem, *identifiers: str
 ) -> int | None:
     """Count one hit: None when allowed, otherwise the seconds until it would be (Retry-After)."""
     if await limiter.hit(item, *identifiers):
