@@ -42,5 +42,11 @@ class DatabaseUnavailable(ServiceError):
     message = "The database is unavailable; try again shortly."
 
 
+class MigrationsPending(DatabaseUnavailable):
+    """The database is not at the code's migration (behind or ahead): nothing is served until it is."""
+
+    message = "The database is not at this release's migration: migrations are pending; try again later."
+
+
 class DataConflict(ServiceError):
     message = "The request conflicts with existing data."

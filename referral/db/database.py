@@ -1,7 +1,9 @@
 """Opening the database, the few helpers every query module shares, and driver errors in the service's terms.
 
 Only this package imports the drivers: their failures leave it as `DatabaseUnavailable` (the database
-cannot answer now) or `DataConflict` (a constraint refused the write).
+cannot answer now: it cannot be reached, or SQLite's file is locked or cannot be opened) or
+`DataConflict` (a constraint refused the write). Any other driver error (a missing table, bad SQL) is a
+bug and leaves as it is: a 500, logged with its traceback, never a 503 "try again".
 """
 
 from __future__ import annotations
@@ -14,38 +16,55 @@ from typing import Any, ClassVar, NoReturn
 import asyncpg
 import sqlalchemy as sa
 from databases import Database
-from databases.core import Transaction
+from databases.core import Connection, Transaction
 from databases.interfaces import Record
 from sqlalchemy.dialects import postgresql, sqlite
 
 from referral.config import Settings
+from referral.db.migrations import RevisionCheck
 from referral.db.sqlite import SQLiteConnectionPool
 from referral.errors import DatabaseUnavailable, DataConflict
 
 UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
     asyncpg.CannotConnectNowError,
     asyncpg.TooManyConnectionsError,
     asyncpg.AdminShutdownError,
     asyncpg.TransactionRollbackError,  # deadlock or serialization failure: safe to retry
-    sqlite3.OperationalError,
 )
 """Failures that mean "the database cannot answer now", not "the request is wrong"."""
+
+SQLITE_UNAVAILABLE_CODES = frozenset(
+    {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_FULL}
+)
+"""SQLite's OperationalError is also "no such table" or bad SQL: only these primary result codes are
+"cannot answer now" (locked, unable to open, disk I/O error, disk full)."""
 
 INTEGRITY_ERRORS: tuple[type[BaseException], ...] = (
     sqlite3.IntegrityError,
     asyncpg.IntegrityConstraintViolationError,
 )
-DRIVER_ERRORS = UNAVAILABLE_ERRORS + INTEGRITY_ERRORS
+DRIVER_ERRORS = (*UNAVAILABLE_ERRORS, sqlite3.OperationalError, asyncpg.InterfaceError, *INTEGRITY_ERRORS)
+"""Everything `raise_translated` looks at; what it does not translate leaves unchanged."""
+
+
+def is_unavailable(error: BaseException) -> bool:
+    """True when `error` means the database cannot answer now (waiting may fix it), not a bug."""
+    if isinstance(error, sqlite3.OperationalError):
+        return getattr(error, "sqlite_errorcode", 0) & 0xFF in SQLITE_UNAVAILABLE_CODES
+    if isinstance(error, asyncpg.InterfaceError):  # mostly misuse of the API; a closed connection or pool is not
+        return "is closed" in str(error) or "is closing" in str(error)
+    return isinstance(error, UNAVAILABLE_ERRORS)
 
 
 def raise_translated(error: BaseException) -> NoReturn:
-    """Re-raise a driver error as the service's own exception, chained to the original."""
+    """Re-raise a driver error as the service's own exception, chained to the original; a bug as it is."""
     if isinstance(error, INTEGRITY_ERRORS):
         raise DataConflict() from error
-    raise DatabaseUnavailable() from error
+    if is_unavailable(error):
+        raise DatabaseUnavailable() from error
+    raise error
 
 
 class ReleasingTransaction(Transaction):
@@ -97,6 +116,18 @@ class ReleasingTransaction(Transaction):
                 await self._connection.__aexit__()  # on SQLite, releasing rolls back what is left open
 
 
+class CheckedConnection(Connection):
+    """Checks the database's revision before the first use of any connection (see `RevisionCheck`)."""
+
+    _database: ReferralDatabase
+
+    async def __aenter__(self) -> Connection:
+        check = self._database.revision_check
+        if check is not None and not check.ok:
+            await check.ensure()
+        return await super().__aenter__()
+
+
 class ReferralDatabase(Database):
     """`databases.Database` with the pooled SQLite backend (see `referral.db.sqlite`)."""
 
@@ -105,9 +136,21 @@ class ReferralDatabase(Database):
         "sqlite": "referral.db.sqlite:PooledSQLiteBackend",
     }
 
-    def __init__(self, url: str, *, stock_sqlite: bool = False, **options: Any) -> None:
+    def __init__(
+        self, url: str, *, stock_sqlite: bool = False, revision_check: RevisionCheck | None = None, **options: Any
+    ) -> None:
         self.stock_sqlite = stock_sqlite
+        self.revision_check = revision_check
         super().__init__(url, **options)
+
+    def connection(self) -> Connection:
+        """`databases`' connection of this task; with a `revision_check`, entering it checks the revision
+        until the database is at the code's head (MigrationsPending or DatabaseUnavailable until then)."""
+        if self._global_connection is not None:
+            return self._global_connection
+        if not self._connection:
+            self._connection = CheckedConnection(self, self._backend)
+        return self._connection
 
     def _get_backend(self) -> str:
         """With `stock_sqlite` (SQLITE_POOL=off), the stock backend: only to measure what ours gains.
@@ -186,7 +229,9 @@ def create_database(settings: Settings) -> ReferralDatabase:
         options = {"min_size": 0, "max_size": settings.db_pool_size, "command_timeout": 30}
         if settings.db_schema:
             options["server_settings"] = {"search_path": settings.db_schema}
-    return ReferralDatabase(settings.database_url, **options)
+    return ReferralDatabase(
+        settings.database_url, revision_check=RevisionCheck(settings.database_url, settings.db_schema), **options
+    )
 
 
 def dialect_insert(db: ReferralDatabase) -> Any:
