@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from typing import Any
 
 import aiosqlite
@@ -21,6 +22,7 @@ from databases.backends.sqlite import SQLiteBackend, SQLiteConnection, SQLiteTra
 from databases.core import DatabaseURL
 
 BUSY_TIMEOUT_MS = 5_000
+WAL_RETRY_SECONDS = 0.02
 CONNECTION_PRAGMAS = (
     f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}",
     "PRAGMA foreign_keys = ON",
@@ -87,12 +89,24 @@ class SQLiteConnectionPool:
     async def use_wal(self) -> None:
         """Switch the file to WAL once, before any pooled use: readers then never block the writer.
 
-        The mode is stored in the file; switching takes an exclusive lock, so it is not done by
-        every new connection (concurrent switches fail with "database is locked").
+        The mode is stored in the file; switching takes an exclusive lock, so it is not done by every
+        new connection, nor when the file is in WAL already (another worker switched it). The switch's
+        statement is closed at once: left open, it kept that lock until the garbage collector came by,
+        and a second worker starting on a fresh file waited out the busy timeout and failed with
+        "database is locked". Two switches at the same moment may still meet: SQLite then answers one
+        "database is locked" at once (waiting could deadlock), and that one looks again.
         """
         connection = await self.acquire()
         try:
-            await connection.execute("PRAGMA journal_mode = WAL")
+            deadline = asyncio.get_running_loop().time() + BUSY_TIMEOUT_MS / 1000
+            while await _pragma(connection, "PRAGMA journal_mode") != "wal":
+                try:
+                    await _pragma(connection, "PRAGMA journal_mode = WAL")
+                except sqlite3.OperationalError as error:
+                    locked = error.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+                    if not locked or asyncio.get_running_loop().time() > deadline:
+                        raise
+                    await asyncio.sleep(WAL_RETRY_SECONDS)
         finally:
             await self.release(connection)
 
@@ -102,6 +116,9 @@ class SQLiteConnectionPool:
 
     async def _open(self) -> aiosqlite.Connection:
         connection = aiosqlite.connect(self._database, isolation_level=None, **self._options)
+        # aiosqlite's thread is not a daemon: a connection left open (a worker stopped before its pool
+        # closed) kept the process from exiting, so a stop hung for ever. The pool still closes them.
+        connection._thread.daemon = True
         await connection.__aenter__()
         try:
             for pragma in CONNECTION_PRAGMAS:
@@ -114,6 +131,13 @@ class SQLiteConnectionPool:
     async def _discard(self, connection: aiosqlite.Connection) -> None:
         with contextlib.suppress(Exception):  # already broken: nothing left to release
             await connection.close()
+
+
+async def _pragma(connection: aiosqlite.Connection, pragma: str) -> str:
+    """The first value a PRAGMA answers, lower-cased; its statement closed (see `use_wal`)."""
+    async with connection.execute(pragma) as cursor:
+        row = await cursor.fetchone()
+    return str(row[0]).lower() if row else ""
 
 
 class ImmediateTransaction(SQLiteTransaction):
