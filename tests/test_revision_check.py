@@ -65,7 +65,9 @@ def app_on(url: str, schema: str | None):
 
 def assert_migrations_pending(answer) -> None:
     body = assert_problem(answer, 503)
+    assert body["type"] == "urn:referral:problem:migrations-pending", body
     assert "migrations are pending" in body["detail"], body
+    assert answer.headers["retry-after"] == "30"
 
 
 def test_a_database_behind_the_code_answers_503_until_it_is_migrated(behind, caplog):
@@ -89,7 +91,7 @@ def test_down_at_start_then_back_behind_the_code_then_migrated(behind, caplog):
     proxied = url.replace(f"{parts.hostname}:{parts.port}", f"127.0.0.1:{proxy.port}")
     with LiveClient(app_on(proxied, schema)) as api:  # the proxy is not listening yet: the database is down
         down = assert_problem(api.get("/health"), 503)
-        assert "migrations" not in down["detail"]
+        assert down["type"] == "urn:referral:problem:unavailable", down
 
         api.run(proxy.start())
         assert_migrations_pending(api.get("/health"))

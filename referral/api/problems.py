@@ -19,7 +19,15 @@ from sanic.exceptions import SanicException
 from sanic.handlers import ErrorHandler
 from sanic.response import HTTPResponse
 
-from referral.errors import DatabaseUnavailable, DataConflict, InvalidField, Overloaded, RateLimited, ServiceError
+from referral.errors import (
+    DatabaseUnavailable,
+    DataConflict,
+    InvalidField,
+    MigrationsPending,
+    Overloaded,
+    RateLimited,
+    ServiceError,
+)
 from referral.logs import security_event
 from referral.services.codes import CodeTaken, NoActiveCode
 from referral.services.passwords import PasswordRefused
@@ -91,6 +99,7 @@ PROBLEMS: dict[type[Exception], ProblemType] = {
     RateLimited: ProblemType(429, "rate-limited", {"Retry-After": "60"}),
     Overloaded: ProblemType(503, "overloaded", {"Retry-After": "1"}),
     DatabaseUnavailable: ProblemType(503, "unavailable", {"Retry-After": "1"}),
+    MigrationsPending: ProblemType(503, "migrations-pending", {"Retry-After": "30"}),
 }
 """Every error a client can act on: its status, its problem type and the headers its answer carries."""
 
