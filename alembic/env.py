@@ -1,20 +1,22 @@
 """Alembic environment: migrates the database the service's settings point at.
 
 The URL comes from `config.attributes["database_url"]` when a caller (the tests) sets it, otherwise
-from the settings (environment, then .env). On PostgreSQL every table and Alembic's version table
-live in DB_SCHEMA, created if missing.
+from the settings (environment, then .env): DATABASE_URL or the DB_* set, and DB_SCHEMA with either.
+On PostgreSQL every table and Alembic's version table live in DB_SCHEMA, created if missing. A bad
+setting stops it with one line naming the variable and exit status 2.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sys
 
 import sqlalchemy as sa
 from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from referral.config import load_settings
+from referral.config import ConfigError, load_settings
 from referral.db.tables import metadata
 
 config = context.config
@@ -24,7 +26,11 @@ def _target() -> tuple[str, str | None]:
     url = config.attributes.get("database_url")
     schema = config.attributes.get("db_schema")
     if url is None:
-        settings = load_settings()
+        try:
+            settings = load_settings()
+        except ConfigError as error:  # one line naming the variable, exit status 2, like the service
+            print(f"alembic: {error}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
         url, schema = settings.database_url, settings.db_schema
     return url, schema
 

@@ -1,20 +1,41 @@
-"""`python -m referral`: serve on HOST:PORT with WORKERS processes, settings from env and .env."""
+"""`python -m referral`: serve on HOST:PORT with WORKERS processes, settings from env and .env.
+
+Before serving, `preflight()` checks the settings and the database's migration: either stops the start
+with one line on stderr and exit status 2. Stop signals: see `referral.lifecycle`.
+"""
 
 from __future__ import annotations
 
-from sanic import Sanic
-from sanic.worker.loader import AppLoader
-
-from referral.app import create_app
-from referral.config import load_settings
+import os
+import signal
+import sys
+from types import FrameType
 
 
 def main() -> None:
-    settings = load_settings()  # also exports a generated SECRET_KEY so every worker shares it
+    # Until Sanic serves there is nothing to clean up: Ctrl-C exits at once, without a traceback. The
+    # imports come after it (they are most of the start-up time).
+    signal.signal(signal.SIGINT, _interrupted)
+
+    from sanic import Sanic
+    from sanic.worker.loader import AppLoader
+
+    from referral.app import create_app
+    from referral.lifecycle import preflight, prepare_main_process
+
+    settings = preflight()  # also exports a generated SECRET_KEY so every worker shares it
     loader = AppLoader(factory=create_app)
     app = loader.load()
     app.prepare(host=settings.host, port=settings.port, workers=settings.workers, single_process=False)
+    prepare_main_process()
     Sanic.serve(primary=app, app_loader=loader)
+
+
+def _interrupted(signum: int, _frame: FrameType | None) -> None:
+    # Not SystemExit: raised at an arbitrary point of an import, Python may wrap it in another error.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(128 + signum)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,15 @@ from referral.api.problems import ProblemErrorHandler
 from referral.cache import CodeCache
 from referral.config import Settings, load_settings, warn_if_insecure
 from referral.db.database import ReferralDatabase, create_database
+from referral.lifecycle import (
+    guard_main_process,
+    hold_main_signals,
+    hold_stop_signals,
+    in_worker_process,
+    preflight,
+    prepare_main_process,
+    stop_once,
+)
 from referral.ratelimit import RateLimits
 from referral.redis_link import RedisLink
 from referral.security import PasswordHasher
@@ -45,8 +54,13 @@ class AppContext:
 ReferralApp = Sanic[Any, AppContext]
 
 
-def create_app(*_: Any, settings: Settings | None = None) -> ReferralApp:
-    """Build the app. Positional arguments (Sanic's CLI passes one) are ignored."""
+def create_app(*cli_args: Any, settings: Settings | None = None) -> ReferralApp:
+    """Build the app. Sanic's CLI passes its arguments: in its main process the start is checked first
+    (`referral.lifecycle.preflight`: a bad setting, or a database not at the code's migration, stops it)."""
+    if settings is None and cli_args and not in_worker_process():
+        settings = preflight()
+        if not getattr(cli_args[0], "single", False):  # `--single-process` has no worker manager
+            prepare_main_process()
     settings = settings or load_settings()
     db = create_database(settings)
     redis = (
@@ -91,6 +105,11 @@ def create_app(*_: Any, settings: Settings | None = None) -> ReferralApp:
     app.extend(built_in_extensions=False, extensions=[ApiDocs])
     app.before_server_start(_open_resources)
     app.after_server_stop(_close_resources)
+    app.main_process_start(hold_main_signals)
+    app.main_process_ready(guard_main_process)
+    if in_worker_process():  # stop signals: see referral.lifecycle
+        hold_stop_signals()
+        app.after_server_start(stop_once)
     return app
 
 

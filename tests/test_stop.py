@@ -1,0 +1,200 @@
+"""Stopping and starting `python -m referral` for real, as systemd and a terminal do: a signal to the whole
+process group. A login hashing when SIGTERM arrives still gets its answer, the pools close, every process
+exits at once with status 0 and nothing like a traceback; Ctrl-C while the workers are still starting
+stops it too (Sanic 25.12 alone hung, holding its port); several workers start on a fresh SQLite file
+(and on PostgreSQL: the SIGTERM test runs two workers on each backend).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+
+from tests.conftest import TEST_SECRET
+from tests.support import ROOT, free_port
+
+PASSWORD = "a-fine-passphrase"
+TROUBLE = re.compile(r"Traceback|Event loop (is closed|stopped)|database is locked|Killing|Experienced exception")
+
+
+class Server:
+    """`python -m referral` in a process group of its own, its output in a file."""
+
+    def __init__(self, directory: Path, **env: str) -> None:
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.log = directory / f"server-{self.port}.log"
+        environment = {
+            "PATH": os.environ["PATH"],
+            "PYTHONPATH": str(ROOT),
+            "SECRET_KEY": TEST_SECRET,
+            "PORT": str(self.port),
+            "RATE_LIMIT": "off",
+            **env,
+        }
+        with self.log.open("w") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "referral"],
+                cwd=directory,
+                env=environment,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    @property
+    def output(self) -> str:
+        return self.log.read_text()
+
+    def wait_for(self, text: str, *, count: int = 1, seconds: float = 60) -> None:
+        deadline = time.monotonic() + seconds
+        while self.output.count(text) < count:
+            assert self.process.poll() is None, f"exited with {self.process.returncode}:\n{self.output}"
+            assert time.monotonic() < deadline, f"no {count} x {text!r} within {seconds} s:\n{self.output}"
+            time.sleep(0.02)
+
+    def signal_group(self, sig: signal.Signals) -> None:
+        os.killpg(self.process.pid, sig)
+
+    def wait_gone(self, seconds: float) -> int:
+        """The exit status once the main process and every other process of its group are gone."""
+        try:
+            status = self.process.wait(timeout=seconds)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"still running {seconds} s after the signal:\n{self.output}")
+        deadline = time.monotonic() + 5
+        while group_alive(self.process.pid):
+            assert time.monotonic() < deadline, f"processes of the group are left:\n{self.output}"
+            time.sleep(0.05)
+        return status
+
+    def kill(self) -> None:
+        if group_alive(self.process.pid):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.fixture
+def servers(tmp_path: Path) -> Iterator[list[Server]]:
+    started: list[Server] = []
+    yield started
+    for server in started:
+        server.kill()
+
+
+def start(servers: list[Server], directory: Path, **env: str) -> Server:
+    server = Server(directory, **env)
+    servers.append(server)
+    return server
+
+
+def send_login(port: int, email: str) -> socket.socket:
+    """A login sent whole on a socket of its own: it is in the server's hands when this returns."""
+    body = f'{{"email": "{email}", "password": "{PASSWORD}"}}'.encode()
+    head = (
+        f"POST /user/auth HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    connection = socket.create_connection(("127.0.0.1", port), timeout=30)
+    connection.sendall(head + body)
+    return connection
+
+
+def read_status(connection: socket.socket) -> int:
+    with connection:
+        answer = b""
+        while chunk := connection.recv(65_536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 "), answer
+    return int(answer.split(b" ", 2)[1])
+
+
+def postgres_sessions(url: str) -> int:
+    """Sessions other than this one open on `url`'s database."""
+
+    async def count() -> int:
+        connection = await asyncpg.connect(url)
+        try:
+            return await connection.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        finally:
+            await connection.close()
+
+    return asyncio.run(count())
+
+
+def test_sigterm_to_the_group_lets_a_hashing_login_finish_then_everything_exits(database, backend, servers, tmp_path):
+    url, schema = database
+    server = start(servers, tmp_path, DATABASE_URL=url, DB_SCHEMA=schema or "", WORKERS="2", BCRYPT_ROUNDS="12")
+    server.wait_for("Worker ready", count=2)
+    email = f"{backend}-stop@example.com"
+    registered = httpx.post(f"{server.base_url}/user/register", json={"email": email, "password": PASSWORD}, timeout=30)
+    assert registered.status_code == 201, registered.text
+
+    login = send_login(server.port, email)
+    time.sleep(0.1)  # accepted, and hashing: a bcrypt at cost 12 takes a few hundred milliseconds
+    server.signal_group(signal.SIGTERM)
+
+    assert read_status(login) == 200
+    assert server.wait_gone(seconds=20) == 0, server.output
+    assert not TROUBLE.search(server.output), server.output
+    if backend == "sqlite":  # SQLite removes the WAL file when the last connection to it closes
+        assert not Path(url.split("///", 1)[1] + "-wal").exists()
+    else:
+        assert postgres_sessions(url.replace("+asyncpg", "")) == 0
+
+
+def test_ctrl_c_while_the_workers_start_stops_everything_and_frees_the_port(sqlite_template, servers, tmp_path):
+    server = start(servers, tmp_path, DATABASE_URL=sqlite_template.fresh_url(tmp_path), WORKERS="2", BCRYPT_ROUNDS="4")
+    server.wait_for("Starting worker")  # Sanic waits for every worker's acknowledgement now
+    server.signal_group(signal.SIGINT)
+
+    assert server.wait_gone(seconds=60) == 0, server.output
+    assert not TROUBLE.search(server.output), server.output
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", server.port))  # free again
+
+
+def test_ctrl_c_with_four_workers_serving_stops_them_without_a_traceback(sqlite_template, servers, tmp_path):
+    server = start(servers, tmp_path, DATABASE_URL=sqlite_template.fresh_url(tmp_path), WORKERS="4", BCRYPT_ROUNDS="4")
+    server.wait_for("Worker ready", count=4)
+    assert httpx.get(f"{server.base_url}/health", timeout=10).status_code == 200
+    server.signal_group(signal.SIGINT)
+
+    assert server.wait_gone(seconds=30) == 0, server.output
+    assert not TROUBLE.search(server.output), server.output
+
+
+def test_two_workers_start_on_a_fresh_sqlite_file_every_time(sqlite_template, servers, tmp_path):
+    for attempt, stop in enumerate([signal.SIGTERM, signal.SIGINT] * 2 + [signal.SIGTERM]):
+        directory = tmp_path / str(attempt)
+        directory.mkdir()
+        server = start(
+            servers, directory, DATABASE_URL=sqlite_template.fresh_url(directory), WORKERS="2", BCRYPT_ROUNDS="4"
+        )
+        server.wait_for("Worker ready", count=2)
+        assert httpx.get(f"{server.base_url}/health", timeout=10).status_code == 200
+        server.signal_group(stop)
+        assert server.wait_gone(seconds=30) == 0, server.output
+        assert not TROUBLE.search(server.output), server.output
