@@ -5,11 +5,14 @@
   slot forever, and once every slot was gone every request waited.
 - Writers of one process take turns before `BEGIN IMMEDIATE`, so they never wait in SQLite's busy
   handler (which sleeps in growing steps): with a busy timeout of zero, concurrent writers all succeed.
+- Switching the file to WAL leaves no lock behind: a second worker on a fresh file starts at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -118,3 +121,30 @@ def test_writers_take_turns_instead_of_waiting_in_the_busy_handler(
         assert await db.fetch_val(sa.select(sa.func.count()).select_from(counter)) == 20
 
     run(concurrent_writers, tmp_path / "turns.db", pool_size=8)
+
+
+def test_switching_to_wal_leaves_no_lock_behind(tmp_path: Path) -> None:
+    """A second worker starting on a fresh file opens its connections at once, even with no busy timeout.
+
+    The switch's statement used to stay open (its cursor never closed), keeping the lock it took until the
+    garbage collector came by: the other worker waited out its busy timeout, then failed to start.
+    """
+    path = tmp_path / "fresh.db"
+    sqlite3.connect(path).execute("CREATE TABLE t (id INTEGER)")  # a file in rollback-journal mode
+
+    async def switch_then_open_another() -> None:
+        db = ReferralDatabase(f"sqlite+aiosqlite:///{path}", pool_size=2)
+        gc.disable()  # as when the collector has not come by yet
+        try:
+            await db.connect()
+            other = sqlite3.connect(path, timeout=0)
+            try:
+                assert other.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+                other.execute("SELECT count(*) FROM t").fetchone()
+            finally:
+                other.close()
+        finally:
+            gc.enable()
+            await db.disconnect()
+
+    asyncio.run(switch_then_open_another())
