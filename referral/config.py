@@ -77,7 +77,8 @@ class Settings(BaseSettings):
     database_url: str = Field(
         "",
         repr=False,
-        description="overrides all DB_*: postgresql://… or sqlite:///…; unset: built from DB_*",
+        description="overrides DB_HOST, DB_PORT, DB_USER, DB_PASSW and DB_NAME (DB_SCHEMA still applies): "
+        "postgresql://… or sqlite:///…; unset: built from DB_*",
     )
     db_pool_size: int = Field(10, ge=1, description="connections per worker (PostgreSQL pool maximum; SQLite)")
     sqlite_pool: bool = Field(
