@@ -34,6 +34,8 @@ SECURITY_LOGGER = "referral.security"
 EMAIL_HASH_LENGTH = 16  # hex digits: 64 bits, enough to tell accounts apart in a log
 EMAIL_HASH_CONTEXT = b"referral log email:"  # the key's use here is not its use for tokens
 PIPE_BUF = 4096  # Linux: writes up to this size to a pipe never interleave with another process's
+ACCESS_FLUSH_SECONDS = 0.01  # queued access lines are written at most this late...
+ACCESS_FLUSH_LINES = 256  # ...or once this many are queued
 
 security_log = logging.getLogger(SECURITY_LOGGER)
 
@@ -229,10 +231,11 @@ def _json(document: dict[str, Any]) -> str:
 class ServiceHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """The one handler of the service's lines, on the root logger; stderr as it is when written to.
 
-    Access lines (`write_access`) are gathered while the event loop runs its ready callbacks and written
-    together right after (`loop.call_soon`), in writes of at most PIPE_BUF bytes ending with a line, so
-    that several workers sharing stderr never mix their lines; any other line first writes those before
-    it, so the order stays the order of events.
+    Access lines (`write_access`) are queued and written together ACCESS_FLUSH_SECONDS later (or once
+    ACCESS_FLUSH_LINES are queued), in writes of at most PIPE_BUF bytes ending with a line, so that
+    several workers sharing stderr never mix their lines: a write per line cost more than the rest of
+    the line. Any other line first writes the queue, so the order stays the order of events, and so does
+    a flush (at exit, `logging.shutdown`).
     """
 
     def __init__(self, formatter: logging.Formatter) -> None:
@@ -254,12 +257,14 @@ class ServiceHandler(logging.StreamHandler):  # type: ignore[type-arg]
         line = self.formatter.access_line(*access)  # type: ignore[union-attr]
         with self.lock:  # type: ignore[union-attr]
             self._access_lines.append(line)
-            first = len(self._access_lines) == 1
-        if first:
+            queued = len(self._access_lines)
+        if queued == 1:
             try:
-                asyncio.get_running_loop().call_soon(self.write_access_lines)
+                asyncio.get_running_loop().call_later(ACCESS_FLUSH_SECONDS, self.write_access_lines)
             except RuntimeError:  # no event loop here: write it now
                 self.write_access_lines()
+        elif queued >= ACCESS_FLUSH_LINES:
+            self.write_access_lines()
 
     def write_access_lines(self) -> None:
         with self.lock:  # type: ignore[union-attr]

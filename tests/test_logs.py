@@ -149,8 +149,8 @@ def test_the_access_lines_fast_path_writes_what_logging_would(serve_app, capsys,
 
 
 def test_queued_access_lines_are_written_together_in_whole_lines_and_in_order(monkeypatch):
-    """Access lines queued in one turn of the event loop are written right after it, in writes of at most
-    PIPE_BUF bytes that end with a line (workers sharing a pipe never mix lines), and before any other line."""
+    """Access lines are queued and written ACCESS_FLUSH_SECONDS later, in writes of at most PIPE_BUF bytes
+    that end with a line (workers sharing a pipe never mix lines), and before any other line."""
     writes: list[str] = []
 
     class Stderr:
@@ -166,9 +166,10 @@ def test_queued_access_lines_are_written_together_in_whole_lines_and_in_order(mo
     async def turn() -> None:
         for n in range(100):
             handler.write_access(0.0, "GET", f"/refer/getcode/{n}", 200, 0.001, f"id-{n}", None)
-        assert writes == []  # queued until the loop's current turn is over
         await asyncio.sleep(0)
-        await asyncio.sleep(0)
+        assert writes == []  # queued for ACCESS_FLUSH_SECONDS
+        await asyncio.sleep(logs.ACCESS_FLUSH_SECONDS * 3)
+        assert writes
         handler.write_access(0.0, "GET", "/before-the-warning", 200, 0.001, "id-last", None)
         handler.handle(logging.LogRecord("referral.errors", logging.WARNING, "", 0, "a warning", (), None))
 
@@ -180,6 +181,22 @@ def test_queued_access_lines_are_written_together_in_whole_lines_and_in_order(mo
         "/before-the-warning"
     ]
     assert lines[101].endswith("WARNING referral.errors: a warning")
+
+
+def test_a_long_queue_of_access_lines_is_written_at_once(monkeypatch):
+    writes: list[str] = []
+    monkeypatch.setattr(
+        sys, "stderr", type("Stderr", (), {"write": lambda _, text: writes.append(text), "flush": lambda _: None})()
+    )
+    handler = ServiceHandler(logs.JsonFormatter())
+
+    async def burst() -> None:
+        for n in range(logs.ACCESS_FLUSH_LINES):
+            handler.write_access(0.0, "GET", "/health", 200, 0.001, f"id-{n}", None)
+        assert len("".join(writes).splitlines()) == logs.ACCESS_FLUSH_LINES  # without waiting
+
+    asyncio.run(burst())
+    assert all(json.loads(line)["path"] == "/health" for line in "".join(writes).splitlines())
 
 
 def test_access_line_off_keeps_the_request_id(serve_app, capsys):
@@ -380,6 +397,25 @@ def test_text_format_keeps_the_traceback_in_the_log(api, capsys, monkeypatch):
 
 
 # -- the real process -----------------------------------------------------------------------------
+
+
+def test_quiet_errors_of_sanic_are_not_logged_as_unexpected(caplog):
+    """A client that goes away mid-request (RequestCancelled, quiet) is no error of ours: not logged."""
+    from types import SimpleNamespace
+
+    from sanic.exceptions import RequestCancelled
+
+    from referral.api.problems import ProblemErrorHandler
+
+    request = SimpleNamespace(method="GET", path="/refer/getcode", app=SimpleNamespace(config={}))
+    ProblemErrorHandler.log(request, RequestCancelled())
+    assert not [r for r in caplog.records if r.name == "referral.errors"]
+    ProblemErrorHandler.log(request, RuntimeError("boom"))
+    [logged] = [r for r in caplog.records if r.name == "referral.errors"]
+    assert logged.getMessage() == "unexpected error on GET /refer/getcode"
+    request.app.config["NOISY_EXCEPTIONS"] = True
+    ProblemErrorHandler.log(request, RequestCancelled())
+    assert len([r for r in caplog.records if r.name == "referral.errors"]) == 2
 
 
 def test_python_dash_m_referral_logs_json_lines_only_with_no_email(sqlite_template: SQLiteTemplate, tmp_path: Path):

@@ -187,7 +187,13 @@ class ProblemErrorHandler(ErrorHandler):
 
     @staticmethod
     def log(request: Request, exception: Exception) -> None:
-        """The error with its traceback, and the method and path only: the query string may hold an email."""
+        """The error with its traceback, and the method and path only: the query string may hold an email.
+
+        Sanic's quiet errors (a client that went away mid-request: RequestCancelled) are not logged, as
+        Sanic's own handler does, unless NOISY_EXCEPTIONS.
+        """
+        if getattr(exception, "quiet", False) and not request.app.config.get("NOISY_EXCEPTIONS", False):
+            return
         log.error("unexpected error on %s %s", request.method, request.path, exc_info=exception)
 
     @staticmethod
