@@ -148,3 +148,35 @@ def test_switching_to_wal_leaves_no_lock_behind(tmp_path: Path) -> None:
             await db.disconnect()
 
     asyncio.run(switch_then_open_another())
+
+
+def test_a_connection_whose_statement_was_cancelled_is_not_reused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its cursor may still hold a read snapshot: a later write on it would fail at once."""
+    opened: list[str] = []
+    connect = pooled.aiosqlite.connect
+
+    def counting_connect(*args: Any, **kwargs: Any) -> Any:
+        opened.append(args[0])
+        return connect(*args, **kwargs)
+
+    monkeypatch.setattr(pooled.aiosqlite, "connect", counting_connect)
+    slow = sa.text(  # a statement that runs long enough to be cancelled half-way
+        "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 5000000) SELECT count(*) FROM n"
+    )
+
+    async def cancel_a_read_then_write(db: ReferralDatabase) -> None:
+        before = len(opened)
+        reading = asyncio.create_task(db.fetch_one(slow))
+        await asyncio.sleep(0.05)
+        reading.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await reading
+        for _ in range(4):  # every connection of the pool writes
+            async with db.transaction():
+                await db.execute(ONE_ROW)
+        assert len(opened) == before + 1  # the interrupted one was closed and replaced once
+        assert await db.fetch_val(sa.select(sa.func.count()).select_from(counter)) == 4
+
+    run(cancel_a_read_then_write, tmp_path / "interrupted.db", pool_size=1)

@@ -70,6 +70,14 @@ class SQLiteConnectionPool:
             self.end_write(connection)  # a transaction left open (cancelled) gives its turn back too
             self._slots.release()
 
+    async def discard(self, connection: aiosqlite.Connection) -> None:
+        """Close a connection instead of handing it out again; its slot is free for a new one."""
+        try:
+            await self._discard(connection)
+        finally:
+            self.end_write(connection)
+            self._slots.release()
+
     async def begin_write(self, connection: aiosqlite.Connection) -> None:
         """Wait for this process's turn to write, then take SQLite's write lock (`BEGIN IMMEDIATE`)."""
         await self._write_turn.acquire()
@@ -171,10 +179,48 @@ class ImmediateTransaction(SQLiteTransaction):
 
 
 class PooledSQLiteConnection(SQLiteConnection):
+    """A pooled connection that is closed, not reused, when one of its statements was cancelled.
+
+    A statement interrupted mid-way (the client went away) may keep its cursor, and with it a read
+    snapshot, open on the connection; a later write on it would then fail at once with "database is
+    locked" (the snapshot cannot be upgraded), whatever the busy timeout.
+    """
+
     _pool: SQLiteConnectionPool
+    _interrupted = False
 
     def transaction(self) -> ImmediateTransaction:
         return ImmediateTransaction(self)
+
+    async def release(self) -> None:
+        assert self._connection is not None, "Connection is not acquired"
+        connection, self._connection = self._connection, None
+        if self._interrupted:
+            self._interrupted = False
+            await self._pool.discard(connection)
+        else:
+            await self._pool.release(connection)
+
+    async def fetch_all(self, query: Any) -> Any:
+        try:
+            return await super().fetch_all(query)
+        except asyncio.CancelledError:
+            self._interrupted = True
+            raise
+
+    async def fetch_one(self, query: Any) -> Any:
+        try:
+            return await super().fetch_one(query)
+        except asyncio.CancelledError:
+            self._interrupted = True
+            raise
+
+    async def execute(self, query: Any) -> Any:
+        try:
+            return await super().execute(query)
+        except asyncio.CancelledError:
+            self._interrupted = True
+            raise
 
 
 class PooledSQLiteBackend(SQLiteBackend):
