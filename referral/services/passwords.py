@@ -7,9 +7,10 @@ frequency-ordered list, kept as one frozenset of lower-cased strings.
 
 from __future__ import annotations
 
+import importlib.util
 import unicodedata
 from functools import lru_cache
-from importlib import resources
+from pathlib import Path
 
 from referral.errors import InvalidField
 from referral.services.mailboxes import canonical_local_part
@@ -38,7 +39,10 @@ def check_new_password(password: str, *, email: str, field: str = "password") ->
 @lru_cache(maxsize=1)
 def common_passwords() -> frozenset[str]:
     """Read from the zxcvbn package's data without importing its other word lists (about 14 MB)."""
-    source = resources.files("zxcvbn").joinpath("frequency_lists.py").read_text(encoding="utf-8")
+    spec = importlib.util.find_spec("zxcvbn")  # finds the package without importing it (its lists)
+    if spec is None or spec.origin is None:
+        raise RuntimeError("zxcvbn, a requirement of the service, is not installed")
+    source = (Path(spec.origin).parent / "frequency_lists.py").read_text(encoding="utf-8")
     marker = '"passwords": "'
     start = source.find(marker)
     if start < 0:  # another layout: take the list the documented way
