@@ -444,7 +444,10 @@ def test_python_dash_m_referral_logs_json_lines_only_with_no_email(sqlite_templa
         assert httpx.get(f"{base_url}/refer/getcode", params={"email": email}).status_code == 404
     finally:
         stop_server(server)
-    documents = [json.loads(line) for line in log.read_text().splitlines()]
+    lines = log.read_text().splitlines()
+    not_json = [line for line in lines if not line.startswith("{")]
+    assert not not_json, "lines that are not JSON:\n" + "\n".join(not_json)
+    documents = [json.loads(line) for line in lines]
     accesses = [d for d in documents if d["logger"] == "referral.access"]
     assert [(d["method"], d["path"], d["status"]) for d in accesses][-3:] == [
         ("POST", "/user/register", 201),
