@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from referral.config import ConfigError, Settings, load_settings
 from referral.db.migrations import read_revisions
 from referral.errors import DatabaseUnavailable
+from referral.logs import configure_logging
 
 if TYPE_CHECKING:
     from sanic import Sanic
@@ -80,6 +81,7 @@ def settings_or_refuse() -> Settings:
 def preflight() -> Settings:
     """The settings, once the database is known to be at the code's migration (or unreachable for now)."""
     settings = settings_or_refuse()
+    configure_logging(settings.log_format)  # the warning below in LOG_FORMAT too
     try:
         revisions = asyncio.run(read_revisions(settings.database_url, settings.db_schema))
     except DatabaseUnavailable as error:
