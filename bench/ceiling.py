@@ -66,15 +66,20 @@ def create_app(*_: object) -> Sanic:
     return app
 
 
-def main() -> None:
+def serve(factory: Callable[..., Sanic]) -> None:
+    """Serve the app `factory` builds on HOST:PORT, one worker, no access log (every ceiling alike)."""
     from sanic.worker.loader import AppLoader
 
-    loader = AppLoader(factory=create_app)
+    loader = AppLoader(factory=factory)
     app = loader.load()
     host = os.environ.get("HOST", "127.0.0.1")
     port = int(os.environ.get("PORT", "8001"))
     app.prepare(host=host, port=port, workers=1, single_process=False, access_log=False)
     Sanic.serve(primary=app, app_loader=loader)
+
+
+def main() -> None:
+    serve(create_app)
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ from sanic.response import HTTPResponse
 from sqlalchemy.dialects.postgresql import asyncpg as postgresql_asyncpg
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
+from bench.ceiling import serve
 from referral.db.codes import ACTIVE_CODE_BY_EMAIL, CODE_COLUMNS
 from referral.db.referrals import REFERRAL_PAGE
 from referral.db.tables import referral, referral_code, referral_count, user
@@ -304,14 +305,7 @@ def create_app(*_: object) -> Sanic:
 
 
 def main() -> None:
-    from sanic.worker.loader import AppLoader
-
-    loader = AppLoader(factory=create_app)
-    app = loader.load()
-    host = os.environ.get("HOST", "127.0.0.1")
-    port = int(os.environ.get("PORT", "8001"))
-    app.prepare(host=host, port=port, workers=1, single_process=False, access_log=False)
-    Sanic.serve(primary=app, app_loader=loader)
+    serve(create_app)
 
 
 if __name__ == "__main__":
