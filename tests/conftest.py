@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sanic import Sanic
@@ -112,3 +113,19 @@ def expire_codes(api: LiveClient) -> Callable[..., None]:
         api.app.ctx.cache.clear()
 
     return expire
+
+
+@pytest.fixture
+def serve_app(settings: Settings) -> Iterator[Any]:
+    """Serve an app built from the test settings with `changes`."""
+    clients: list[LiveClient] = []
+
+    def serve(**changes: Any) -> LiveClient:
+        client = LiveClient(create_app(settings=settings.with_overrides(**changes)))
+        client.start()
+        clients.append(client)
+        return client
+
+    yield serve
+    for client in clients:
+        client.stop()

@@ -15,7 +15,6 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,22 +39,6 @@ TEXT_ACCESS = re.compile(
     r"(?P<ms>\d+\.\d\d)ms request_id=(?P<rid>[A-Za-z0-9._:-]+)(?: user_id=(?P<user>\d+))?$"
 )
 GENERATED_ID = re.compile(r"[0-9a-f]{16}")
-
-
-@pytest.fixture
-def serve_app(settings: Settings) -> Iterator[Any]:
-    """Serve an app built from the test settings with `changes`."""
-    clients: list[LiveClient] = []
-
-    def serve(**changes: Any) -> LiveClient:
-        client = LiveClient(create_app(settings=settings.with_overrides(**changes)))
-        client.start()
-        clients.append(client)
-        return client
-
-    yield serve
-    for client in clients:
-        client.stop()
 
 
 def stderr_lines(capsys: pytest.CaptureFixture[str]) -> list[str]:

@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +15,6 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from referral.app import create_app
-from referral.config import Settings
 from referral.metrics import LATENCY_BUCKETS, SAMPLE_SECONDS
 from tests.conftest import TEST_SECRET
 from tests.databases import SQLiteTemplate
@@ -50,21 +47,6 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 
 def requests_of(samples: Samples, route: str, method: str, status: int) -> float:
     return value(samples, "referral_http_requests_total", route=route, method=method, status=str(status))
-
-
-@pytest.fixture
-def serve_app(settings: Settings) -> Iterator[Any]:
-    clients: list[LiveClient] = []
-
-    def serve(**changes: Any) -> LiveClient:
-        client = LiveClient(create_app(settings=settings.with_overrides(**changes)))
-        client.start()
-        clients.append(client)
-        return client
-
-    yield serve
-    for client in clients:
-        client.stop()
 
 
 @pytest.mark.sqlite_only
