@@ -68,7 +68,7 @@ class Server:
             self.process = subprocess.Popen(  # noqa: S603 (our own interpreter and module)
                 [sys.executable, "-m", self.module],
                 cwd=self.log.parent,  # not the repository: a developer's .env there is not read
-                env={**self.env, "PYTHONPATH": str(ROOT)},
+                env={"PYTHONPATH": str(ROOT), **self.env},  # a PYTHONPATH given serves another tree (A/B runs)
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Iterator
 
 import pytest
+from limits import parse
+from limits.aio.strategies import FixedWindowRateLimiter, SlidingWindowCounterRateLimiter
 
 from referral.app import create_app
 from referral.config import Settings
+from referral.ratelimit import SWEEP_SECONDS, InProcessCounters
 from tests.factories import random_email
 from tests.live import LiveClient
 from tests.problems import assert_problem
@@ -102,3 +107,85 @@ def test_the_same_limits_apply_when_switched_on(settings):
     getcode, logins = past_one_a_minute(settings, rate_limit=True)
     assert getcode == [404] + [429] * (TIMES - 1)
     assert logins == [401] + [429] * (TIMES - 1)
+
+
+class SweepCounting(InProcessCounters):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sweeps = 0
+
+    def _sweep(self, now: float) -> None:
+        self.sweeps += 1
+        super()._sweep(now)
+
+
+@pytest.mark.sqlite_only
+def test_in_process_counters_cost_does_not_grow_with_the_clients(monkeypatch):
+    """limits' MemoryStorage sweeps every key after each hit; ours at most once a second, and never
+    starts a task (a hit from one client among 10,000 costs what it costs alone)."""
+    clock = [1_000_000.0]
+    monkeypatch.setattr(time, "time", lambda: clock[0])  # limits reads the same clock
+    counters = SweepCounting()
+    per_ip = parse("2/minute")
+    limiter = SlidingWindowCounterRateLimiter(counters)
+
+    async def hits(clients: int, network: int = 0) -> list[bool]:
+        return [
+            await limiter.hit(per_ip, "ip", "getcode", f"10.{network}.{n // 250}.{n % 250}") for n in range(clients)
+        ]
+
+    assert all(asyncio.run(hits(10_000)))
+    assert counters.sweeps == 1
+    assert counters.timer is None  # MemoryStorage's sweeping task was never started
+    assert asyncio.run(hits(10_000)) == [True] * 10_000  # the second hit of each client: within 2/minute
+    assert not any(asyncio.run(hits(10_000)))  # the third: refused
+    assert counters.sweeps == 1
+    clock[0] += SWEEP_SECONDS
+    assert asyncio.run(hits(1, network=1)) == [True]
+    assert counters.sweeps == 2
+    assert len(counters.expirations) == 10_001  # nothing expired yet: a window's counter lives two windows
+
+    clock[0] += 2 * 60
+    assert asyncio.run(hits(1)) == [True]  # the first client again: its windows have passed
+    assert counters.sweeps == 3
+    assert len(counters.expirations) == 1  # the other 9,999 clients' counters were swept
+
+
+@pytest.mark.sqlite_only
+def test_in_process_counters_give_back_never_below_zero():
+    counters = InProcessCounters()
+    failed_logins = parse("2/minute")
+    limiter = FixedWindowRateLimiter(counters)
+    key = failed_logins.key_for("login", "a@example.com", "127.0.0.1")
+
+    async def scenario() -> list[bool]:
+        assert await counters.decr(key) == 0  # nothing to give back: nothing is created
+        assert key not in counters.storage
+        taken = [await limiter.hit(failed_logins, "login", "a@example.com", "127.0.0.1") for _ in range(2)]
+        assert await counters.decr(key) == 1
+        return [*taken, await limiter.hit(failed_logins, "login", "a@example.com", "127.0.0.1")]
+
+    assert asyncio.run(scenario()) == [True, True, True]
+
+
+def getcode_statuses(app_config: dict[str, object], settings: Settings, forwarded_for: list[str]) -> list[int]:
+    app = create_app(settings=settings.with_overrides(rate_limit=True, rate_limit_ip="2/minute"))
+    app.config.update(app_config)
+    with LiveClient(app) as api:
+        return [
+            api.get("/refer/getcode", params={"email": "a@example.com"}, headers={"X-Forwarded-For": ip}).status_code
+            for ip in forwarded_for
+        ]
+
+
+@pytest.mark.sqlite_only
+def test_forwarded_addresses_are_ignored_without_proxy_settings(settings):
+    """A stranger cannot dodge the per-IP limit by sending a new X-Forwarded-For each time."""
+    assert getcode_statuses({}, settings, ["10.0.0.1", "10.0.0.2", "10.0.0.3"]) == [404, 404, 429]
+
+
+@pytest.mark.sqlite_only
+@pytest.mark.parametrize("proxy", [{"PROXIES_COUNT": 1}, {"REAL_IP_HEADER": "x-forwarded-for"}])
+def test_behind_a_proxy_each_forwarded_address_has_its_own_limit(settings, proxy):
+    statuses = getcode_statuses(proxy, settings, ["10.0.0.1", "10.0.0.1", "10.0.0.2", "10.0.0.2", "10.0.0.1"])
+    assert statuses == [404, 404, 404, 404, 429]

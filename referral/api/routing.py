@@ -243,5 +243,11 @@ def token_from_header(value: str | None) -> str | None:
 
 
 def client_ip(request: Request) -> str:
-    """The client's address: the proxy-reported one when Sanic's proxy settings allow it."""
-    return request.remote_addr or request.ip or "unknown"
+    """The client's address: the proxy-reported one when Sanic's proxy settings allow it.
+
+    Without any of those settings Sanic trusts no forwarding header, and the headers are not parsed.
+    """
+    config = request.app.config
+    if config.FORWARDED_SECRET or config.REAL_IP_HEADER or config.PROXIES_COUNT:
+        return request.remote_addr or request.ip or "unknown"
+    return request.ip or "unknown"
