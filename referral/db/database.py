@@ -217,6 +217,17 @@ class ReferralDatabase(Database):
         return None
 
 
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """asyncpg's pool `reset`: nothing to undo, so no round trip on every release.
+
+    The default runs `RESET ALL`, `UNLISTEN *`, `CLOSE ALL` and an advisory unlock each time a
+    connection goes back to the pool (a round trip per database request: bench/RESULTS.md). The
+    service changes no session state (DB_SCHEMA is a server setting given at connect, which RESET ALL
+    would keep anyway; no LISTEN, cursor or advisory lock), and asyncpg still rolls back a transaction
+    left open before calling this.
+    """
+
+
 def create_database(settings: Settings) -> ReferralDatabase:
     """A not yet connected Database for `settings`; connect it in a server listener."""
     options: dict[str, Any]
@@ -226,7 +237,7 @@ def create_database(settings: Settings) -> ReferralDatabase:
         options = {"pool_size": settings.db_pool_size}
     else:
         # min_size=0: start even while PostgreSQL is down; connections are made on demand.
-        options = {"min_size": 0, "max_size": settings.db_pool_size, "command_timeout": 30}
+        options = {"min_size": 0, "max_size": settings.db_pool_size, "command_timeout": 30, "reset": _keep_session}
         if settings.db_schema:
             options["server_settings"] = {"search_path": settings.db_schema}
     return ReferralDatabase(
