@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import sqlalchemy as sa
 from databases.interfaces import Record
 
 from referral.clock import utcnow
+from referral.db.compiled import CompiledQuery
 from referral.db.database import ReferralDatabase, insert_ignoring_conflict
 from referral.db.tables import user
 
@@ -29,9 +31,14 @@ async def get_user(db: ReferralDatabase, user_id: int) -> Record | None:
     return await db.fetch_one(query.where(user.c.id == user_id))
 
 
+TOKEN_VERSION = CompiledQuery(sa.select(user.c.token_version).where(user.c.id == sa.bindparam("user_id")))
+
+
 async def token_version(db: ReferralDatabase, user_id: int) -> int | None:
-    """The user's current token version, None when there is no such user."""
-    return await db.fetch_val(user.select().with_only_columns(user.c.token_version).where(user.c.id == user_id))
+    """The user's current token version, None when there is no such user: checked on every authenticated
+    request, so compiled once (`referral.db.compiled`)."""
+    row = await TOKEN_VERSION.fetch_one(db, user_id=user_id)
+    return None if row is None else row["token_version"]
 
 
 async def end_sessions(db: ReferralDatabase, user_id: int, *, password_hash: str | None = None) -> int | None:
