@@ -40,7 +40,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import report
+from bench import limiter, report
 from bench.ceiling import service_access_log
 from bench.load import LoadResult, Wrk, ensure_wrk
 from bench.rows import (
@@ -138,6 +138,7 @@ class Results:
     scaling: dict[str, dict[str, LoadResult]] = field(default_factory=dict)  # configuration -> row -> result
     scaling_note: str = ""
     peak_rss_mib: dict[str, float] = field(default_factory=dict)
+    limiter_us: dict[int, tuple[float, float]] = field(default_factory=dict)  # clients -> (limits', ours)
     seed_seconds: float = 0.0
     run_seconds: float = 0.0
 
@@ -543,6 +544,10 @@ class Bench:
         # 4. Workers and the Redis code cache.
         if o.scaling:
             self.scaling(main_url, hot, register_code)
+
+        # 5. The per-IP limit's counter with many clients, in process.
+        print("rate-limit counters by clients in the window", flush=True)
+        r.limiter_us = limiter.measure(smoke=o.smoke)
         return r
 
     def isolation(self, server: Server, hot: dict[str, int], logins: dict[str, str | int]) -> None:
