@@ -10,10 +10,12 @@ import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from referral.clock import utcnow
-from referral.db.tables import metadata
+from referral.db.migrations import SCRIPT_LOCATION
+from referral.db.tables import REVISION, metadata
 from tests.databases import downgrade, migrate
 from tests.support import ThrowawayPostgres
 
@@ -220,3 +222,8 @@ def test_0003_downgrades_to_0002_keeping_the_rows(empty_database):
     assert inspect(url, schema, referral_rows) == len(REFERRALS_BEFORE_MAILBOXES)
     migrate(url, schema)
     assert inspect(url, schema, mailboxes_and_token_versions)[0] == MAILBOXES_AFTER_0003
+
+
+def test_the_tables_revision_is_the_head_of_alembic_versions():
+    """Each worker compares the database's revision with `tables.REVISION`, not with Alembic's scripts."""
+    assert ScriptDirectory(str(SCRIPT_LOCATION)).get_current_head() == REVISION

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -28,7 +30,7 @@ from tests.conftest import TEST_SECRET
 from tests.databases import migrate
 from tests.live import LiveClient
 from tests.problems import assert_problem
-from tests.support import ThrowawayPostgres
+from tests.support import ROOT, ThrowawayPostgres
 from tests.test_health import TcpProxy
 
 HEAD = ScriptDirectory(str(migrations.SCRIPT_LOCATION)).get_current_head()
@@ -160,3 +162,38 @@ def test_asyncpg_closed_connections_are_unavailable_misuse_is_not():
     assert is_unavailable(asyncpg.ConnectionDoesNotExistError("connection was closed in the middle of operation"))
     assert not is_unavailable(asyncpg.InterfaceError("cannot perform operation: another operation is in progress"))
     assert not is_unavailable(asyncpg.UndefinedTableError('relation "referral_code" does not exist'))
+
+
+WORKER_CHECK = """
+import asyncio, sys
+from referral.config import load_settings
+from referral.db.database import create_database
+
+settings = load_settings(env={{}}, env_file=None, secret_key={secret!r}, database_url={url!r}, db_schema={schema!r})
+db = create_database(settings)
+
+
+async def check() -> None:
+    await db.connect()
+    try:
+        await db.revision_check.ensure()
+        assert db.revision_check.ok
+    finally:
+        await db.disconnect()
+
+
+asyncio.run(check())
+print(sorted(name for name in ("alembic", "sqlalchemy.ext.asyncio", "sqlalchemy.orm") if name in sys.modules))
+"""
+
+
+def test_a_worker_checks_the_revision_without_loading_alembic(database):
+    """Alembic and SQLAlchemy's asyncio engine (with its ORM) cost a worker about 15 MiB: only the
+    process that starts the service loads them."""
+    url, schema = database
+    code = WORKER_CHECK.format(secret=TEST_SECRET, url=url, schema=schema)
+    done = subprocess.run(  # noqa: S603 (our own interpreter and code)
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

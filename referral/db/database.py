@@ -35,6 +35,9 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
 )
 """Failures that mean "the database cannot answer now", not "the request is wrong"."""
 
+ALEMBIC_REVISION = sa.select(sa.column("version_num")).select_from(sa.table("alembic_version"))
+"""Alembic's version table; on PostgreSQL found through the connection's search_path (DB_SCHEMA)."""
+
 SQLITE_UNAVAILABLE_CODES = frozenset(
     {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_FULL}
 )
@@ -56,6 +59,12 @@ def is_unavailable(error: BaseException) -> bool:
     if isinstance(error, asyncpg.InterfaceError):  # mostly misuse of the API; a closed connection or pool is not
         return "is closed" in str(error) or "is closing" in str(error)
     return isinstance(error, UNAVAILABLE_ERRORS)
+
+
+def is_missing_table(error: BaseException) -> bool:
+    return isinstance(error, asyncpg.UndefinedTableError) or (
+        isinstance(error, sqlite3.OperationalError) and str(error).startswith("no such table")
+    )
 
 
 def raise_translated(error: BaseException) -> NoReturn:
@@ -136,12 +145,25 @@ class ReferralDatabase(Database):
         "sqlite": "referral.db.sqlite:PooledSQLiteBackend",
     }
 
-    def __init__(
-        self, url: str, *, stock_sqlite: bool = False, revision_check: RevisionCheck | None = None, **options: Any
-    ) -> None:
+    def __init__(self, url: str, *, stock_sqlite: bool = False, check_revision: bool = False, **options: Any) -> None:
         self.stock_sqlite = stock_sqlite
-        self.revision_check = revision_check
+        self.revision_check = RevisionCheck(self._read_revision) if check_revision else None
         super().__init__(url, **options)
+
+    async def _read_revision(self) -> str | None:
+        """Alembic's revision of the database (None before any migration), read on a connection of the
+        pool itself: the check runs before any query is let through."""
+        connection = self._backend.connection()
+        try:
+            await connection.acquire()
+            try:
+                return await connection.fetch_val(ALEMBIC_REVISION)
+            finally:
+                await connection.release()
+        except (*DRIVER_ERRORS, asyncpg.UndefinedTableError) as error:
+            if is_missing_table(error):
+                return None
+            raise_translated(error)
 
     def connection(self) -> Connection:
         """`databases`' connection of this task; with a `revision_check`, entering it checks the revision
@@ -240,9 +262,7 @@ def create_database(settings: Settings) -> ReferralDatabase:
         options = {"min_size": 0, "max_size": settings.db_pool_size, "command_timeout": 30, "reset": _keep_session}
         if settings.db_schema:
             options["server_settings"] = {"search_path": settings.db_schema}
-    return ReferralDatabase(
-        settings.database_url, revision_check=RevisionCheck(settings.database_url, settings.db_schema), **options
-    )
+    return ReferralDatabase(settings.database_url, check_revision=True, **options)
 
 
 def dialect_insert(db: ReferralDatabase) -> Any:

@@ -1,9 +1,11 @@
-"""Is the database at the code's migration? Alembic's own answer, asked of the database the service uses.
+"""Is the database at the code's migration? Checked at start and, in each worker, on its first connection.
 
-The code's head is `ScriptDirectory.get_current_head()` over `alembic/versions`; the database's revision
-is `MigrationContext.get_current_revision()` read from Alembic's version table (in DB_SCHEMA on
-PostgreSQL). `python -m referral` (and Sanic's CLI) refuse to start when the two differ; a database
-that cannot be reached then is checked on its first connection instead (`RevisionCheck`).
+The code's revision is `referral.db.tables.REVISION` (a test keeps it at `alembic/versions`' head). At
+start (`python -m referral`, Sanic's CLI) Alembic itself reads the database's revision
+(`read_revisions`) and the start is refused when the two differ. A worker reads it on a connection of
+its own pool (`RevisionCheck`, given the database's reader), and so never loads Alembic or SQLAlchemy's
+asyncio engine (about 15 MiB a worker: bench/RESULTS.md); a database that cannot be reached at start is
+checked that way on its first connection.
 """
 
 from __future__ import annotations
@@ -11,19 +13,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
-from alembic.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import create_async_engine
-from sqlalchemy.pool import NullPool
-
+from referral.db.tables import REVISION
 from referral.errors import DatabaseUnavailable, MigrationsPending
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
 
 log = logging.getLogger("referral.db")
 
@@ -35,15 +35,10 @@ RECHECK_AFTER = 1.0
 
 
 @lru_cache(maxsize=1)
-def code_revision() -> str:
-    """The head of `alembic/versions`: the revision this code's tables are."""
-    head = ScriptDirectory(str(SCRIPT_LOCATION)).get_current_head()
-    assert head is not None, "alembic/versions has no revision"
-    return head
-
-
-@lru_cache(maxsize=1)
 def known_revisions() -> frozenset[str]:
+    """Every revision in `alembic/versions` (only asked to word a mismatch)."""
+    from alembic.script import ScriptDirectory
+
     return frozenset(script.revision for script in ScriptDirectory(str(SCRIPT_LOCATION)).walk_revisions())
 
 
@@ -79,8 +74,14 @@ async def read_revisions(url: str, schema: str | None, *, seconds: float = CONNE
     """The database's and the code's revisions; DatabaseUnavailable when the database cannot be reached.
 
     Any other failure (a database that does not exist, a refused password) is raised as the driver's
-    error: it is not something waiting fixes.
+    error: it is not something waiting fixes. Alembic and the engine are imported here, in the process
+    that starts the service, not in its workers.
     """
+    from alembic.migration import MigrationContext
+    from sqlalchemy.exc import DBAPIError
+    from sqlalchemy.ext.asyncio import create_async_engine
+    from sqlalchemy.pool import NullPool
+
     from referral.db.database import is_unavailable  # the error table lives with the rest of the data layer
 
     postgres = not url.startswith("sqlite")
@@ -104,7 +105,7 @@ async def read_revisions(url: str, schema: str | None, *, seconds: float = CONNE
         raise DatabaseUnavailable() from error
     finally:
         await engine.dispose()
-    return Revisions(database, code_revision())
+    return Revisions(database, REVISION)
 
 
 class RevisionCheck:
@@ -114,9 +115,8 @@ class RevisionCheck:
     cannot be reached, DatabaseUnavailable. Once at head it is never asked again: `ok` is all a query pays.
     """
 
-    def __init__(self, url: str, schema: str | None) -> None:
-        self.url = url
-        self.schema = schema
+    def __init__(self, read_revision: Callable[[], Awaitable[str | None]]) -> None:
+        self.read_revision = read_revision  # the database's Alembic revision; DatabaseUnavailable when unreachable
         self.ok = False
         self._lock = asyncio.Lock()
         self._failure: BaseException | None = None  # the cause of the last failed check
@@ -132,7 +132,11 @@ class RevisionCheck:
             if self._failure is not None and time.monotonic() - self._failed_at < RECHECK_AFTER:
                 _raise_for(self._failure)
             try:
-                revisions = await read_revisions(self.url, self.schema)
+                async with asyncio.timeout(CONNECT_TIMEOUT * 2):
+                    revisions = Revisions(await self.read_revision(), REVISION)
+            except TimeoutError as error:
+                self._remember(error)
+                raise DatabaseUnavailable() from error
             except DatabaseUnavailable as error:
                 self._remember(error.__cause__ or error)
                 raise

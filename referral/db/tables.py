@@ -18,6 +18,10 @@ NAMING_CONVENTION = {
 
 metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
 
+REVISION = "0003"
+"""The Alembic revision these tables are (tests/test_migrations.py checks it is alembic/versions' head):
+each worker compares the database's with it without loading Alembic."""
+
 
 class UTCDateTime(sa.TypeDecorator[datetime]):
     """Stores UTC, returns aware datetimes on every backend (SQLite hands back naive ones)."""
