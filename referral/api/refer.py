@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
+import orjson
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse
 
 from referral.api.contract import CodeRequest, EmailLookup, ReferralCode, code_json
 from referral.api.routing import Answer, answer, operation, services
 from referral.services.codes import CodeTaken, NoActiveCode
+from referral.services.models import CodeInfo
 
 bp = Blueprint("refer", url_prefix="/refer")
 
@@ -70,4 +74,10 @@ async def getcode(request: Request, body: EmailLookup) -> HTTPResponse:
 
     No authentication: a referrer shares their email, a newcomer looks the code up.
     """
-    return answer(code_json(await services(request).codes.find_by_email(body.email)))
+    return answer(encoded_code(await services(request).codes.find_by_email(body.email)))
+
+
+@lru_cache(maxsize=10_000)
+def encoded_code(code: CodeInfo) -> bytes:
+    """getcode's answer, serialised once per code: the code cache hands back the same `CodeInfo` each time."""
+    return orjson.dumps(code_json(code))

@@ -150,13 +150,15 @@ def services(request: Request) -> AppContext:
 
 
 def answer(body: Any, *, status: int = 200, headers: Mapping[str, str] | None = None) -> HTTPResponse:
-    """A JSON answer serialised by orjson (faster than Sanic's default: bench/RESULTS.md).
+    """A JSON answer serialised by orjson (faster than Sanic's default: bench/RESULTS.md); `bytes` are
+    taken as JSON serialised already.
 
     Only for bodies built from stored or validated data (orjson refuses lone surrogates); error
     answers, which may quote input, go through Sanic's `json()` in `referral.api.problems`.
     """
     headers = NOSNIFF if headers is None else {**NOSNIFF, **headers}  # Sanic copies them: sharing is safe
-    return HTTPResponse(orjson.dumps(body), status=status, headers=headers, content_type=JSON)
+    encoded = body if isinstance(body, bytes) else orjson.dumps(body)
+    return HTTPResponse(encoded, status=status, headers=headers, content_type=JSON)
 
 
 def no_content() -> HTTPResponse:
