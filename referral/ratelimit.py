@@ -11,6 +11,7 @@ they count in process again: each process then allows the full limit on its own,
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 from collections.abc import Awaitable, Callable
@@ -85,6 +86,12 @@ class InProcessCounters(MemoryStorage):
         for key in [key for key, expires in self.expirations.items() if expires <= now]:
             del self.expirations[key]
             self.storage.pop(key, None)
+
+
+# limits wraps each storage method in a coroutine that turns the storage's own errors into StorageError
+# (with wrap_exceptions=True): this storage raises none, and the wrappers were a third of a hit's time.
+for _name in ("get", "incr", "decr", "clear", "get_expiry", "acquire_sliding_window_entry", "get_sliding_window"):
+    setattr(InProcessCounters, _name, inspect.unwrap(getattr(InProcessCounters, _name)))
 
 
 class RateLimits:
