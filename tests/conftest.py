@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from sanic import Sanic
 
 from referral.app import ReferralApp, create_app
@@ -17,7 +18,7 @@ from referral.db.tables import referral_code
 from tests.databases import PostgresDatabase, SQLiteTemplate
 from tests.factories import Factory
 from tests.live import LiveClient
-from tests.support import POSTGRES_SERVER_URL, postgres_reachable, redoc_problem, require
+from tests.support import POSTGRES_SERVER_URL, REDIS_URL, postgres_reachable, redoc_problem, require
 
 Sanic.test_mode = True
 
@@ -36,6 +37,18 @@ def postgres_server() -> str:
     """The test PostgreSQL server's URL; skipped when it is unreachable, failed under REQUIRE_POSTGRES=1."""
     require("postgres", postgres_reachable())
     return POSTGRES_SERVER_URL
+
+
+@pytest.fixture(scope="session")
+def redis_client() -> Iterator[redis.Redis]:
+    """The test Redis (TEST_REDIS_URL); skipped when it is unreachable, failed under REQUIRE_REDIS=1."""
+    client = redis.Redis.from_url(REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except (redis.RedisError, OSError) as error:
+        require("redis", f"Redis at {REDIS_URL} is unreachable: {error!r}")
+    yield client
+    client.close()
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,6 @@ test runs sharing one Redis never see each other's keys.
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
 import time
 from collections.abc import Iterator
@@ -27,23 +26,11 @@ from referral.services.models import CodeInfo
 from tests.factories import Factory, random_email
 from tests.live import LiveClient
 from tests.problems import assert_problem
-from tests.support import TcpProxy, require
+from tests.support import REDIS_URL, TcpProxy
 
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 PATIENT_MS = 3000  # a machine busy with other tests never trips the breaker where sharing is asserted
 
 pytestmark = pytest.mark.sqlite_only
-
-
-@pytest.fixture
-def redis_client() -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except (redis.RedisError, OSError) as error:
-        require("redis", f"Redis at {REDIS_URL} is unreachable: {error!r}")
-    yield client
-    client.close()
 
 
 @pytest.fixture

@@ -25,23 +25,19 @@ from referral.redis_link import BACK_MESSAGE, OUTAGE_MESSAGE
 from tests.conftest import TEST_SECRET
 from tests.databases import migrate
 from tests.factories import random_email, random_password
-from tests.support import ROOT, TcpProxy, ThrowawayPostgres, free_port, require, stop_server, wait_until_healthy
+from tests.support import (
+    REDIS_URL,
+    ROOT,
+    TcpProxy,
+    ThrowawayPostgres,
+    free_port,
+    stop_server,
+    wait_until_healthy,
+)
 
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 # Long enough that a machine busy with other tests never trips the breaker where sharing is asserted
 # (a cut proxy fails at once anyway); the stalled-Redis test sets its own.
 PATIENT = {"REDIS_TIMEOUT_MS": "3000"}
-
-
-@pytest.fixture(scope="module")
-def redis_client() -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except (redis.RedisError, OSError) as error:
-        require("redis", f"Redis at {REDIS_URL} is unreachable: {error!r}")
-    yield client
-    client.close()
 
 
 @pytest.fixture(scope="module")

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import re
+import tracemalloc
 from datetime import UTC, datetime, timedelta
 
+import orjson
 import pytest
 
+from referral.api.refer import encoded_code
+from referral.services.models import CodeInfo
 from tests.factories import random_email
 from tests.problems import assert_problem
 
@@ -228,3 +232,24 @@ class TestGetCode:
         assert api.get("/refer/getcode", params={"email": user.email}).json() == edited
         api.delete("/refer/delete", headers=user.auth)
         assert_problem(api.get("/refer/getcode", params={"email": user.email}), 404)
+
+
+@pytest.mark.sqlite_only
+def test_kept_getcode_answers_take_their_own_size():
+    """getcode keeps the answers of the codes asked most: each must not pin orjson's 4 KiB buffer."""
+    started = datetime.now(UTC)
+    encoded_code.cache_clear()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        answers = [encoded_code(CodeInfo(n, f"CODE{n:06d}", started + timedelta(seconds=n))) for n in range(1000)]
+        per_answer = (tracemalloc.get_traced_memory()[0] - before) / len(answers)
+    finally:
+        tracemalloc.stop()
+        encoded_code.cache_clear()
+    assert orjson.loads(answers[7]) == {"user_id": 7, "code": "CODE000007", "exp_date": answers_date(started, 7)}
+    assert per_answer < 1024
+
+
+def answers_date(started: datetime, seconds: int) -> str:
+    return (started + timedelta(seconds=seconds)).isoformat(timespec="seconds")

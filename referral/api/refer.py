@@ -77,7 +77,11 @@ async def getcode(request: Request, body: EmailLookup) -> HTTPResponse:
     return answer(encoded_code(await services(request).codes.find_by_email(body.email)))
 
 
-@lru_cache(maxsize=10_000)
+@lru_cache(maxsize=4096)
 def encoded_code(code: CodeInfo) -> bytes:
-    """getcode's answer, serialised once per code: the code cache hands back the same `CodeInfo` each time."""
-    return orjson.dumps(code_json(code))
+    """getcode's answer, serialised once per code (bench/RESULTS.md: about 8 % of a cached getcode).
+
+    Copied into bytes of their own size: orjson's output keeps the 4 KiB buffer it was written into,
+    which 4,096 kept answers would turn into 16 MiB.
+    """
+    return bytes(memoryview(orjson.dumps(code_json(code))))
