@@ -49,6 +49,7 @@ class AppContext:
     codes: CodeService
     referrals: ReferralService
     redis: RedisLink | None = None  # REDIS_URL: the code cache and the rate limits share it
+    trusts_forwarding: bool = False  # Sanic's proxy settings: set when the server starts (`client_ip`)
 
 
 ReferralApp = Sanic[Any, AppContext]
@@ -115,6 +116,8 @@ def create_app(*cli_args: Any, settings: Settings | None = None) -> ReferralApp:
 
 async def _open_resources(app: ReferralApp) -> None:
     warn_if_insecure(app.ctx.settings)
+    config = app.config
+    app.ctx.trusts_forwarding = bool(config.FORWARDED_SECRET or config.REAL_IP_HEADER or config.PROXIES_COUNT)
     await app.ctx.db.connect()
     await app.ctx.hasher.warm_up()
     if app.ctx.redis is not None:

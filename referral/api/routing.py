@@ -249,7 +249,6 @@ def client_ip(request: Request) -> str:
 
     Without any of those settings Sanic trusts no forwarding header, and the headers are not parsed.
     """
-    config = request.app.config
-    if config.FORWARDED_SECRET or config.REAL_IP_HEADER or config.PROXIES_COUNT:
+    if request.app.ctx.trusts_forwarding:
         return request.remote_addr or request.ip or "unknown"
     return request.ip or "unknown"
