@@ -49,7 +49,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from referral.config import ConfigError, Settings, load_settings
-from referral.db.migrations import read_revisions
+from referral.db.database import revisions_at_start
 from referral.errors import DatabaseUnavailable
 from referral.logs import configure_logging
 
@@ -83,7 +83,7 @@ def preflight() -> Settings:
     settings = settings_or_refuse()
     configure_logging(settings.log_format)  # the warning below in LOG_FORMAT too
     try:
-        revisions = asyncio.run(read_revisions(settings.database_url, settings.db_schema))
+        revisions = asyncio.run(revisions_at_start(settings))
     except DatabaseUnavailable as error:
         log.warning(
             "the database cannot be reached (%r): starting anyway; requests answer 503 until it can, "

@@ -8,6 +8,7 @@ bug and leaves as it is: a 500, logged with its traceback, never a 503 "try agai
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
 from collections.abc import AsyncIterator
@@ -21,8 +22,9 @@ from databases.interfaces import Record
 from sqlalchemy.dialects import postgresql, sqlite
 
 from referral.config import Settings
-from referral.db.migrations import RevisionCheck
+from referral.db.migrations import CONNECT_TIMEOUT, RevisionCheck, Revisions
 from referral.db.sqlite import SQLiteConnectionPool
+from referral.db.tables import REVISION
 from referral.errors import DatabaseUnavailable, DataConflict
 
 UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
@@ -147,12 +149,12 @@ class ReferralDatabase(Database):
 
     def __init__(self, url: str, *, stock_sqlite: bool = False, check_revision: bool = False, **options: Any) -> None:
         self.stock_sqlite = stock_sqlite
-        self.revision_check = RevisionCheck(self._read_revision) if check_revision else None
+        self.revision_check = RevisionCheck(self.read_revision) if check_revision else None
         super().__init__(url, **options)
 
-    async def _read_revision(self) -> str | None:
+    async def read_revision(self) -> str | None:
         """Alembic's revision of the database (None before any migration), read on a connection of the
-        pool itself: the check runs before any query is let through."""
+        pool itself: the revision check runs before any query is let through."""
         connection = self._backend.connection()
         try:
             await connection.acquire()
@@ -263,6 +265,27 @@ def create_database(settings: Settings) -> ReferralDatabase:
         if settings.db_schema:
             options["server_settings"] = {"search_path": settings.db_schema}
     return ReferralDatabase(settings.database_url, check_revision=True, **options)
+
+
+async def revisions_at_start(settings: Settings) -> Revisions:
+    """The database's and the code's revisions, read on a pool of its own, closed at once.
+
+    DatabaseUnavailable when the database cannot be reached; any other failure (a database that does
+    not exist, a refused password) is raised as the driver's error: waiting will not fix it.
+    """
+    db = create_database(settings)
+    try:
+        async with asyncio.timeout(CONNECT_TIMEOUT * 2):
+            try:
+                await db.connect()
+            except DRIVER_ERRORS as error:
+                raise_translated(error)
+            return Revisions(await db.read_revision(), REVISION)
+    except TimeoutError as error:
+        raise DatabaseUnavailable() from error
+    finally:
+        if db.is_connected:
+            await db.disconnect()
 
 
 def dialect_insert(db: ReferralDatabase) -> Any:

@@ -1,11 +1,11 @@
 """Is the database at the code's migration? Checked at start and, in each worker, on its first connection.
 
-The code's revision is `referral.db.tables.REVISION` (a test keeps it at `alembic/versions`' head). At
-start (`python -m referral`, Sanic's CLI) Alembic itself reads the database's revision
-(`read_revisions`) and the start is refused when the two differ. A worker reads it on a connection of
-its own pool (`RevisionCheck`, given the database's reader), and so never loads Alembic or SQLAlchemy's
-asyncio engine (about 15 MiB a worker: bench/RESULTS.md); a database that cannot be reached at start is
-checked that way on its first connection.
+The code's revision is `referral.db.tables.REVISION` (a test keeps it at `alembic/versions`' head); the
+database's is read from Alembic's version table on a connection of the service's own pool
+(`ReferralDatabase.read_revision`). `python -m referral` and Sanic's CLI refuse to start when the two
+differ (`revisions_at_start`); a database that cannot be reached then is checked on its first
+connection instead (`RevisionCheck`). Alembic itself is loaded only to word a mismatch: a worker never
+loads it, nor SQLAlchemy's asyncio engine (about 15 MiB a worker: bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -17,13 +17,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import NoReturn
 
 from referral.db.tables import REVISION
 from referral.errors import DatabaseUnavailable, MigrationsPending
-
-if TYPE_CHECKING:
-    from sqlalchemy.engine import Connection
 
 log = logging.getLogger("referral.db")
 
@@ -68,44 +65,6 @@ class Revisions:
 
 class RevisionMismatch(Exception):
     """The database is not at the code's head; the message says which command migrates it."""
-
-
-async def read_revisions(url: str, schema: str | None, *, seconds: float = CONNECT_TIMEOUT) -> Revisions:
-    """The database's and the code's revisions; DatabaseUnavailable when the database cannot be reached.
-
-    Any other failure (a database that does not exist, a refused password) is raised as the driver's
-    error: it is not something waiting fixes. Alembic and the engine are imported here, in the process
-    that starts the service, not in its workers.
-    """
-    from alembic.migration import MigrationContext
-    from sqlalchemy.exc import DBAPIError
-    from sqlalchemy.ext.asyncio import create_async_engine
-    from sqlalchemy.pool import NullPool
-
-    from referral.db.database import is_unavailable  # the error table lives with the rest of the data layer
-
-    postgres = not url.startswith("sqlite")
-    engine = create_async_engine(url, poolclass=NullPool, connect_args={"timeout": seconds} if postgres else {})
-    version_schema = schema if postgres else None
-
-    def current(connection: Connection) -> str | None:
-        context = MigrationContext.configure(connection, opts={"version_table_schema": version_schema})
-        return context.get_current_revision()
-
-    try:
-        async with asyncio.timeout(seconds * 2), engine.connect() as connection:
-            database = await connection.run_sync(current)
-    except DBAPIError as error:
-        driver_error = error.orig if error.orig is not None else error
-        driver_error = driver_error.__cause__ or driver_error  # asyncpg's error under SQLAlchemy's adapter
-        if is_unavailable(driver_error):
-            raise DatabaseUnavailable() from driver_error
-        raise driver_error from None
-    except (OSError, TimeoutError) as error:
-        raise DatabaseUnavailable() from error
-    finally:
-        await engine.dispose()
-    return Revisions(database, REVISION)
 
 
 class RevisionCheck:
