@@ -154,14 +154,18 @@ class ReferralDatabase(Database):
 
     async def read_revision(self) -> str | None:
         """Alembic's revision of the database (None before any migration), read on a connection of the
-        pool itself: the revision check runs before any query is let through."""
+        pool itself: the revision check runs before any query is let through. DatabaseUnavailable when
+        the database cannot answer, or not within twice CONNECT_TIMEOUT."""
         connection = self._backend.connection()
         try:
-            await connection.acquire()
-            try:
-                return await connection.fetch_val(ALEMBIC_REVISION)
-            finally:
-                await connection.release()
+            async with asyncio.timeout(CONNECT_TIMEOUT * 2):
+                await connection.acquire()
+                try:
+                    return await connection.fetch_val(ALEMBIC_REVISION)
+                finally:
+                    await connection.release()
+        except TimeoutError as error:
+            raise DatabaseUnavailable() from error
         except (*DRIVER_ERRORS, asyncpg.UndefinedTableError) as error:
             if is_missing_table(error):
                 return None
@@ -275,14 +279,14 @@ async def revisions_at_start(settings: Settings) -> Revisions:
     """
     db = create_database(settings)
     try:
-        async with asyncio.timeout(CONNECT_TIMEOUT * 2):
-            try:
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT * 2):  # on SQLite, connecting switches the file to WAL
                 await db.connect()
-            except DRIVER_ERRORS as error:
-                raise_translated(error)
-            return Revisions(await db.read_revision(), REVISION)
-    except TimeoutError as error:
-        raise DatabaseUnavailable() from error
+        except TimeoutError as error:
+            raise DatabaseUnavailable() from error
+        except DRIVER_ERRORS as error:
+            raise_translated(error)
+        return Revisions(await db.read_revision(), REVISION)
     finally:
         if db.is_connected:
             await db.disconnect()

@@ -75,7 +75,7 @@ class RevisionCheck:
     """
 
     def __init__(self, read_revision: Callable[[], Awaitable[str | None]]) -> None:
-        self.read_revision = read_revision  # the database's Alembic revision; DatabaseUnavailable when unreachable
+        self.read_revision = read_revision  # the database's Alembic revision; DatabaseUnavailable when it cannot answer
         self.ok = False
         self._lock = asyncio.Lock()
         self._failure: BaseException | None = None  # the cause of the last failed check
@@ -91,11 +91,7 @@ class RevisionCheck:
             if self._failure is not None and time.monotonic() - self._failed_at < RECHECK_AFTER:
                 _raise_for(self._failure)
             try:
-                async with asyncio.timeout(CONNECT_TIMEOUT * 2):
-                    revisions = Revisions(await self.read_revision(), REVISION)
-            except TimeoutError as error:
-                self._remember(error)
-                raise DatabaseUnavailable() from error
+                revisions = Revisions(await self.read_revision(), REVISION)
             except DatabaseUnavailable as error:
                 self._remember(error.__cause__ or error)
                 raise
