@@ -11,7 +11,7 @@ from pathlib import Path
 
 import psutil
 
-from tests.support import ROOT, free_port, stop_server, wait_until_healthy
+from tests.support import ROOT, free_port, start_server, stop_server, wait_until_healthy
 
 
 def _peak_rss_kib(pid: int) -> int:
@@ -65,13 +65,11 @@ class Server:
     def launch(self) -> None:
         """Start the process without waiting for it to answer (`wait_ready` waits)."""
         with open(self.log, "wb") as log:
-            self.process = subprocess.Popen(  # noqa: S603 (our own interpreter and module)
+            self.process = start_server(
                 [sys.executable, "-m", self.module],
                 cwd=self.log.parent,  # not the repository: a developer's .env there is not read
                 env={"PYTHONPATH": str(ROOT), **self.env},  # a PYTHONPATH given serves another tree (A/B runs)
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
+                output=log,
             )
 
     def wait_ready(self, *, timeout: float = 60) -> Server:

@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import IO, Any
 
 import asyncpg
 import httpx
@@ -49,6 +50,16 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def start_server(
+    command: list[str], *, cwd: Path, env: dict[str, str], output: IO[Any] | int = subprocess.DEVNULL
+) -> subprocess.Popen:
+    """`command` (a server, usually `python -m referral`) in a session of its own, so that `stop_server` can
+    take its workers down with it; stderr goes where stdout goes (`output`: a file, or nowhere)."""
+    return subprocess.Popen(  # noqa: S603 (our own interpreter and commands)
+        command, cwd=cwd, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+    )
 
 
 def wait_until_healthy(

@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from tests.conftest import TEST_SECRET
 from tests.databases import SQLiteTemplate
 from tests.factories import Factory, User, random_email
 from tests.live import LiveClient
-from tests.support import ROOT, free_port, stop_server, wait_until_healthy
+from tests.support import ROOT, free_port, start_server, stop_server, wait_until_healthy
 
 pytestmark = pytest.mark.sqlite_only
 
@@ -414,9 +413,7 @@ def test_python_dash_m_referral_logs_json_lines_only_with_no_email(sqlite_templa
         "SECRET_KEY": TEST_SECRET,
     }
     with log.open("wb") as output:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "referral"], cwd=tmp_path, env=env, stdout=output, stderr=output
-        )
+        server = start_server([sys.executable, "-m", "referral"], cwd=tmp_path, env=env, output=output)
     base_url = f"http://127.0.0.1:{port}"
     email = random_email()
     try:

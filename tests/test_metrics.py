@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ from tests.databases import SQLiteTemplate
 from tests.factories import Factory, random_email
 from tests.live import LiveClient
 from tests.problems import assert_problem
-from tests.support import ROOT, free_port, stop_server, wait_until_healthy
+from tests.support import ROOT, free_port, start_server, stop_server, wait_until_healthy
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -215,9 +214,7 @@ def test_two_workers_add_up(sqlite_template: SQLiteTemplate, tmp_path: Path):
         "LOG_FORMAT": "json",
     }
     with log.open("wb") as output:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "referral"], cwd=tmp_path, env=env, stdout=output, stderr=output
-        )
+        server = start_server([sys.executable, "-m", "referral"], cwd=tmp_path, env=env, output=output)
     base_url = f"http://127.0.0.1:{port}"
     try:
         wait_until_healthy(base_url, server, log=log)
@@ -268,9 +265,7 @@ def test_an_operators_multiprocess_directory_is_emptied_at_start_and_kept(
         "PORT": str(port),
         "SECRET_KEY": TEST_SECRET,
     }
-    server = subprocess.Popen(
-        [sys.executable, "-m", "referral"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
-    )
+    server = start_server([sys.executable, "-m", "referral"], cwd=tmp_path, env=env)
     try:
         wait_until_healthy(f"http://127.0.0.1:{port}", server)
         with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:

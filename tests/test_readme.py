@@ -29,7 +29,7 @@ import pytest
 
 from referral.services.codes import CODE_ALPHABET, GENERATED_CODE_LENGTH
 from tests.databases import migrate
-from tests.support import ROOT, free_port, require, stop_server, wait_until_healthy
+from tests.support import ROOT, free_port, require, start_server, stop_server, wait_until_healthy
 
 README = ROOT / "README.md"
 README_BASE = "http://127.0.0.1:8000"
@@ -200,14 +200,7 @@ def server(tmp_path: Path):
     }
     log = tmp_path / "server.log"
     with log.open("w") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "referral"],
-            cwd=tmp_path,
-            env=environment,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        process = start_server([sys.executable, "-m", "referral"], cwd=tmp_path, env=environment, output=output)
     base_url = f"http://127.0.0.1:{port}"
     try:
         wait_until_healthy(base_url, process, seconds=30, log=log)

@@ -31,6 +31,7 @@ from tests.support import (
     TcpProxy,
     ThrowawayPostgres,
     free_port,
+    start_server,
     stop_server,
     wait_until_healthy,
 )
@@ -103,14 +104,8 @@ def start(postgres_url: str, service_name: str, tmp_path: Path) -> Iterator[Call
             **env,
         }
         with log.open("wb") as output:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "referral"],
-                cwd=tmp_path,  # no .env there
-                env=environment,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+            # in tmp_path: no .env there
+            process = start_server([sys.executable, "-m", "referral"], cwd=tmp_path, env=environment, output=output)
         base_url = f"http://127.0.0.1:{port}"
         instance = Instance(base_url, log, process)
         instances.append(instance)

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.databases import SQLiteTemplate
-from tests.support import ROOT, free_port, stop_server, wait_until_healthy
+from tests.support import ROOT, free_port, start_server, stop_server, wait_until_healthy
 
 SANIC = Path(sys.executable).parent / "sanic"
 
@@ -31,14 +31,7 @@ def serve(sqlite_template: SQLiteTemplate, tmp_path: Path) -> Iterator:
             "BCRYPT_ROUNDS": "4",
             **env,
         }
-        process = subprocess.Popen(  # noqa: S603
-            command,
-            cwd=tmp_path,
-            env=environment,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        process = start_server(command, cwd=tmp_path, env=environment)
         processes.append(process)
         base_url = f"http://127.0.0.1:{port}"
         wait_until_healthy(base_url, process, seconds=20)

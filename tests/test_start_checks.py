@@ -21,7 +21,7 @@ from alembic.script import ScriptDirectory
 from referral.db.migrations import SCRIPT_LOCATION
 from tests.conftest import TEST_SECRET
 from tests.databases import migrate
-from tests.support import ROOT, ThrowawayPostgres, free_port, stop_server, wait_until_healthy
+from tests.support import ROOT, ThrowawayPostgres, free_port, start_server, stop_server, wait_until_healthy
 
 BIN = Path(sys.executable).parent
 PYTHON_M_REFERRAL = [sys.executable, "-m", "referral"]
@@ -124,14 +124,7 @@ def test_a_bad_setting_stops_the_sanic_cli_and_alembic_in_one_line(sqlite_templa
 def test_a_database_that_cannot_be_reached_does_not_stop_the_start(backend, postgres_server, tmp_path):
     port = free_port()
     env = environment(DATABASE_URL=f"postgresql://postgres@127.0.0.1:{free_port()}/nothing_here", PORT=str(port))
-    process = subprocess.Popen(  # noqa: S603
-        PYTHON_M_REFERRAL,
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    process = start_server(PYTHON_M_REFERRAL, cwd=tmp_path, env=env)
     try:
         deadline, status = time.monotonic() + 30, None
         while status is None and time.monotonic() < deadline and process.poll() is None:
@@ -162,13 +155,8 @@ def test_database_url_with_db_schema_migrates_and_serves_that_schema(backend, po
         assert fetch_value(database.asyncpg_url, "SELECT to_regclass('public.alembic_version')") is None
 
         port = free_port()
-        process = subprocess.Popen(  # noqa: S603
-            PYTHON_M_REFERRAL,
-            cwd=tmp_path,
-            env=environment(DATABASE_URL=url, DB_SCHEMA="tenant", PORT=str(port)),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+        process = start_server(
+            PYTHON_M_REFERRAL, cwd=tmp_path, env=environment(DATABASE_URL=url, DB_SCHEMA="tenant", PORT=str(port))
         )
         try:
             base_url = f"http://127.0.0.1:{port}"

@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from tests.conftest import TEST_SECRET
-from tests.support import ROOT, free_port
+from tests.support import ROOT, free_port, start_server
 
 PASSWORD = "a-fine-passphrase"
 TROUBLE = re.compile(r"Traceback|Event loop (is closed|stopped)|database is locked|Killing|Experienced exception")
@@ -45,14 +45,7 @@ class Server:
             **env,
         }
         with self.log.open("w") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "referral"],
-                cwd=directory,
-                env=environment,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+            self.process = start_server([sys.executable, "-m", "referral"], cwd=directory, env=environment, output=log)
 
     @property
     def output(self) -> str:
