@@ -46,15 +46,21 @@ def run(test: Callable[[ReferralDatabase], Any], path: Path, *, pool_size: int =
     asyncio.run(main())
 
 
-def test_queries_reuse_the_pooled_connections(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    opened: list[str] = []
+@pytest.fixture
+def opened(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The databases of every aiosqlite connection the pool opens from now on."""
+    paths: list[str] = []
     connect = pooled.aiosqlite.connect
 
     def counting_connect(*args: Any, **kwargs: Any) -> Any:
-        opened.append(args[0])
+        paths.append(args[0])
         return connect(*args, **kwargs)
 
     monkeypatch.setattr(pooled.aiosqlite, "connect", counting_connect)
+    return paths
+
+
+def test_queries_reuse_the_pooled_connections(tmp_path: Path, opened: list[str]) -> None:
 
     async def many_queries(db: ReferralDatabase) -> None:
         for _ in range(50):
@@ -150,18 +156,8 @@ def test_switching_to_wal_leaves_no_lock_behind(tmp_path: Path) -> None:
     asyncio.run(switch_then_open_another())
 
 
-def test_a_connection_whose_statement_was_cancelled_is_not_reused(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_connection_whose_statement_was_cancelled_is_not_reused(tmp_path: Path, opened: list[str]) -> None:
     """Its cursor may still hold a read snapshot: a later write on it would fail at once."""
-    opened: list[str] = []
-    connect = pooled.aiosqlite.connect
-
-    def counting_connect(*args: Any, **kwargs: Any) -> Any:
-        opened.append(args[0])
-        return connect(*args, **kwargs)
-
-    monkeypatch.setattr(pooled.aiosqlite, "connect", counting_connect)
     slow = sa.text(  # a statement that runs long enough to be cancelled half-way
         "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 5000000) SELECT count(*) FROM n"
     )
