@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 from referral.api.refer import encoded_code
+from referral.api.routing import KEPT_QUERY_MAX, _from_query
 from referral.services.models import CodeInfo
 from tests.factories import random_email
 from tests.problems import assert_problem
@@ -221,6 +222,23 @@ class TestGetCode:
     @pytest.mark.parametrize("body", [{"email": 5}, {"email": None}, {}, ["a@example.com"], "a@example.com"])
     def test_bad_json_email_is_422(self, api, body):
         assert_problem(api.post("/refer/getcode", json=body), 422)
+
+    def test_a_refused_query_is_refused_the_same_way_again(self, api):
+        """Checked queries are kept per query string; refusals are not (else the second would read the body)."""
+        for _ in range(2):
+            errors = assert_problem(api.get("/refer/getcode", params={"email": "nope"}), 422)["errors"]
+            assert errors["email"].startswith("is not a valid email address")
+
+    def test_a_long_query_is_answered_but_not_kept(self, api, make):
+        """Only queries up to KEPT_QUERY_MAX characters are kept: a stranger's long ones fill no memory."""
+        user = make.user()
+        code = make.code(user)
+        kept = _from_query.cache_info().currsize
+        long_query = {"email": user.email, "padding": "x" * KEPT_QUERY_MAX}
+        assert api.get("/refer/getcode", params=long_query).json() == code
+        assert _from_query.cache_info().currsize == kept
+        assert api.get("/refer/getcode", params={"email": user.email}).json() == code
+        assert _from_query.cache_info().currsize == kept + 1
 
     def test_update_and_delete_invalidate_the_cached_code(self, api, make):
         user = make.user()

@@ -9,14 +9,17 @@ OpenAPI document (`referral.api.openapi`) is derived from the same declaration.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from urllib.parse import parse_qs
 
 import orjson
 from pydantic import BaseModel, ValidationError
 from sanic import Blueprint, Request
-from sanic.response import HTTPResponse
+from sanic.helpers import has_message_body
+from sanic.response import BaseHTTPResponse, HTTPResponse
 
 from referral import metrics
 from referral.api.problems import NO_STORE, NOSNIFF, InvalidInput, MalformedRequest
@@ -110,7 +113,6 @@ def operation(
 def _endpoint(op: Operation) -> Handler:
     read = _READERS[op.source] if op.input is not None else None
     model, handler, scope, secured, user_limit = op.input, op.handler, op.limit, op.secured, op.user_limit
-    names = tuple(model.model_fields) if model is not None else ()
     no_store = op.no_store
 
     async def endpoint(request: Request) -> HTTPResponse:
@@ -133,7 +135,7 @@ def _endpoint(op: Operation) -> Handler:
                     raise
             kwargs["user_id"] = user_id
         if read is not None and model is not None:
-            kwargs["body"] = validated(model, read(request, names))
+            kwargs["body"] = read(request, model)
         response = await handler(request, **kwargs)
         if no_store:
             response.headers.update(NO_STORE)
@@ -158,11 +160,35 @@ def answer(body: Any, *, status: int = 200, headers: Mapping[str, str] | None = 
     """
     headers = NOSNIFF if headers is None else {**NOSNIFF, **headers}  # Sanic copies them: sharing is safe
     encoded = body if isinstance(body, bytes) else orjson.dumps(body)
-    return HTTPResponse(encoded, status=status, headers=headers, content_type=JSON)
+    return Answered(encoded, status=status, headers=headers, content_type=JSON)
 
 
 def no_content() -> HTTPResponse:
-    return HTTPResponse(status=204, headers=NOSNIFF)
+    return Answered(status=204, headers=NOSNIFF)
+
+
+class Answered(HTTPResponse):
+    """Sanic's HTTPResponse, with each header line encoded once per distinct name and value.
+
+    Sanic cleans and encodes every header of every answer, and most of ours are the same on every
+    answer (content type, `nosniff`, `connection`): a large share of a cached getcode (bench/RESULTS.md).
+    The lines are cleaned by Sanic's own `_sanitize_header_value`, as Sanic would clean them.
+    """
+
+    __slots__ = ()
+
+    @property
+    def processed_headers(self) -> Iterator[tuple[bytes, bytes]]:
+        if has_message_body(self.status):
+            self.headers.setdefault("content-type", self.content_type)
+        return map(_header_line, self.headers.items())
+
+
+@lru_cache(maxsize=1024)  # lines seen once (a request id) pass through; the recurring ones stay
+def _header_line(item: tuple[str, Any]) -> tuple[bytes, bytes]:
+    name, value = item
+    clean = BaseHTTPResponse._sanitize_header_value
+    return clean(name).encode("ascii"), clean(f"{value}").encode(errors="surrogateescape")
 
 
 # ------------------------------------------------------------------------------------------- #
@@ -188,7 +214,7 @@ def _field_errors(error: ValidationError) -> dict[str, str]:
     return fields
 
 
-def json_body(request: Request, names: tuple[str, ...] = ()) -> Any:
+def json_body(request: Request) -> Any:
     """The parsed JSON body, None when there is none; MalformedRequest when it is not JSON."""
     if not request.body:
         return None
@@ -198,25 +224,45 @@ def json_body(request: Request, names: tuple[str, ...] = ()) -> Any:
         raise MalformedRequest() from None
 
 
-def query_or_json(request: Request, names: tuple[str, ...]) -> Any:
-    """The model's parameters from the query string when any is there, otherwise the JSON body (GET with a body)."""
-    args = query_args(request)
-    found = {name: _query_value(args[name]) for name in names if name in args}
-    if found:
-        return found
+def from_json(request: Request, model: type[M]) -> M:
+    return validated(model, json_body(request))
+
+
+def from_query_or_json(request: Request, model: type[M]) -> M:
+    """The model's fields from the query string when any is there, otherwise from the JSON body (GET with a body)."""
+    query = request.query_string
+    if query:
+        read = _from_query if len(query) <= KEPT_QUERY_MAX else _from_query.__wrapped__
+        found = read(model, query)
+        if found is not None:
+            return found
     body = json_body(request)
-    return {} if body is None else body
+    return validated(model, {} if body is None else body)
 
 
-def query_args(request: Request) -> dict[str, str]:
+KEPT_QUERY_MAX = 512  # longer queries are checked each time, never kept
+
+
+@lru_cache(maxsize=4096)
+def _from_query(model: type[M], query: str) -> M | None:
+    """`model` from a query string, None when it holds none of the model's fields.
+
+    Kept per query string (the models are frozen): getcode is asked about the same emails again and
+    again, and checking them was as long as the rest of the handler. Refusals are not kept.
+    """
+    args = query_args(query)
+    found = {name: _query_value(args[name]) for name in model.model_fields if name in args}
+    return validated(model, found) if found else None
+
+
+def query_args(query: str) -> dict[str, str]:
     """The query's parameters, the first value of each, as Sanic's `request.args` reads them.
 
     A query of one `name=value` with nothing to decode (no `&`, `%` or `+`), as in every getcode, is
     split here: urllib's `parse_qs` would give the same answer in several times the time.
     """
-    query = request.query_string
     if "&" in query or "%" in query or "+" in query:
-        return {name: values[0] for name, values in request.args.items()}
+        return {name: values[0] for name, values in parse_qs(query, errors="replace").items()}
     name, _, value = query.partition("=")
     return {name: value} if value else {}  # blank values are dropped, as parse_qs drops them
 
@@ -228,9 +274,9 @@ def _query_value(raw: str) -> Any:
     return raw
 
 
-_READERS: dict[Source, Callable[[Request, tuple[str, ...]], Any] | None] = {
-    "json": json_body,
-    "query_or_json": query_or_json,
+_READERS: dict[Source, Callable[[Request, type[BaseModel]], BaseModel] | None] = {
+    "json": from_json,
+    "query_or_json": from_query_or_json,
     "form": None,  # the handler reads its form itself: OAuth 2.0 says how each fault is answered
 }
 
