@@ -60,25 +60,44 @@ class InProcessCounters(MemoryStorage):
         self._next_sweep = 0.0
 
     async def get(self, key: str) -> int:
-        if self.expirations.get(key, 0.0) <= time.time():
+        return self._count(key, time.time())
+
+    async def incr(self, key: str, expiry: float, amount: int = 1) -> int:
+        return self._add(key, expiry, amount, time.time())
+
+    async def decr(self, key: str, amount: int = 1) -> int:
+        count = self._count(key, time.time())
+        if count:
+            count = self.storage[key] = max(count - amount, 0)
+        return count
+
+    async def acquire_sliding_window_entry(self, key: str, limit: int, expiry: int, amount: int = 1) -> bool:
+        """limits' sliding window counter as MemoryStorage computes it, in one step: no await between
+        reading the two windows and counting the hit, so no other hit can come between them."""
+        if amount > limit:
+            return False
+        now = time.time()
+        previous_key, current_key = self.sliding_window_keys(key, expiry, now)
+        previous_count = self._count(previous_key, now)
+        previous_ttl = (1 - (((now - expiry) / expiry) % 1)) * expiry if previous_count else 0.0
+        if math.floor(previous_count * previous_ttl / expiry + self._count(current_key, now)) + amount > limit:
+            return False
+        self._add(current_key, 2 * expiry, amount, now)
+        return True
+
+    def _count(self, key: str, now: float) -> int:
+        if self.expirations.get(key, 0.0) <= now:
             self.storage.pop(key, None)
             self.expirations.pop(key, None)
             return 0
         return self.storage[key]
 
-    async def incr(self, key: str, expiry: float, amount: int = 1) -> int:
-        count = self.storage[key] = await self.get(key) + amount
-        now = time.time()
+    def _add(self, key: str, expiry: float, amount: int, now: float) -> int:
+        count = self.storage[key] = self._count(key, now) + amount
         if count == amount:
             self.expirations[key] = now + expiry
         if now >= self._next_sweep:
             self._sweep(now)
-        return count
-
-    async def decr(self, key: str, amount: int = 1) -> int:
-        count = await self.get(key)
-        if count:
-            count = self.storage[key] = max(count - amount, 0)
         return count
 
     def _sweep(self, now: float) -> None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import Iterator
 
 import pytest
 from limits import parse
+from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import FixedWindowRateLimiter, SlidingWindowCounterRateLimiter
 
 from referral.app import create_app
@@ -149,6 +151,29 @@ def test_in_process_counters_cost_does_not_grow_with_the_clients(monkeypatch):
     assert asyncio.run(hits(1)) == [True]  # the first client again: its windows have passed
     assert counters.sweeps == 3
     assert len(counters.expirations) == 1  # the other 9,999 clients' counters were swept
+
+
+@pytest.mark.sqlite_only
+def test_in_process_counters_allow_what_limits_own_storage_allows(monkeypatch):
+    """The same sliding window as limits' MemoryStorage computes: hits at uneven times over five
+    windows, refused and allowed alike by both (our storage computes a hit in one step of its own)."""
+    clock = [1_000_020.0]
+    monkeypatch.setattr(time, "time", lambda: clock[0])
+    per_ip = parse("5/minute")
+    ours, theirs = (SlidingWindowCounterRateLimiter(storage) for storage in (InProcessCounters(), MemoryStorage()))
+    steps = random.Random(7)
+
+    async def both() -> list[tuple[bool, bool]]:
+        answers = []
+        for _ in range(400):
+            clock[0] += steps.choice((0.1, 0.5, 2.0, 7.0, 31.0))
+            client = steps.choice(("10.0.0.1", "10.0.0.2"))
+            answers.append((await ours.hit(per_ip, "ip", client), await theirs.hit(per_ip, "ip", client)))
+        return answers
+
+    answers = asyncio.run(both())
+    assert [mine for mine, _ in answers] == [limits for _, limits in answers]
+    assert 50 < sum(allowed for allowed, _ in answers) < 350  # both allowed and refused hits were compared
 
 
 @pytest.mark.sqlite_only
