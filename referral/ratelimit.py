@@ -16,6 +16,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import lru_cache, partial
 from typing import TypeVar
 
 from limits import RateLimitItem, parse
@@ -27,9 +28,22 @@ from referral.errors import RateLimited
 from referral.redis_link import REDIS_ERRORS, RedisLink
 
 LOGIN = "login"
+IP_KEYS_KEPT = 4096  # the per-IP limit's keys of the clients seen last
 SWEEP_SECONDS = 1.0
 
 T = TypeVar("T")
+
+
+class SlidingWindow(SlidingWindowCounterRateLimiter):
+    """limits' sliding window counter, also hit with a key built beforehand (`hit_key`).
+
+    The per-IP limit is checked on every request, and limits builds the key again on each hit: here
+    each client's key is built once (`RateLimits.hit_ip`), and the hit is the storage's own step.
+    """
+
+    def hit_key(self, item: RateLimitItem, key: str) -> Awaitable[bool]:
+        """`hit(item, *identifiers)` where `key` is `item.key_for(*identifiers)`."""
+        return self.storage.acquire_sliding_window_entry(key, item.amount, item.get_expiry())
 
 
 @dataclass(frozen=True)
@@ -37,12 +51,12 @@ class Counters:
     """One storage and the two strategies on it."""
 
     storage: Storage
-    sliding: SlidingWindowCounterRateLimiter  # two counters a key: its cost does not grow with the hits
+    sliding: SlidingWindow  # two counters a key: its cost does not grow with the hits
     fixed: FixedWindowRateLimiter  # for failed logins: its counter can be given back
 
     @classmethod
     def on(cls, storage: Storage) -> Counters:
-        return cls(storage, SlidingWindowCounterRateLimiter(storage), FixedWindowRateLimiter(storage))
+        return cls(storage, SlidingWindow(storage), FixedWindowRateLimiter(storage))
 
 
 class InProcessCounters(MemoryStorage):
@@ -117,6 +131,7 @@ class RateLimits:
     def __init__(self, settings: Settings, redis: RedisLink | None = None) -> None:
         self.enabled = settings.rate_limit
         self.per_ip: RateLimitItem = parse(settings.rate_limit_ip)
+        self._ip_key = lru_cache(maxsize=IP_KEYS_KEPT)(partial(self.per_ip.key_for, "ip"))  # (scope, ip) -> key
         self.per_user: RateLimitItem = parse(settings.rate_limit_user)
         self.failed_logins: RateLimitItem = parse(settings.rate_limit_login)
         self.redis = redis
@@ -138,26 +153,26 @@ class RateLimits:
         """Count a request from `ip`; RateLimited once the per-IP limit is used up."""
         if not self.enabled:
             return
-        retry_after = await self._use(lambda counters: _hit(counters.sliding, self.per_ip, "ip", scope, ip))
-        if retry_after is not None:
-            raise RateLimited(retry_after=retry_after)
+        key = self._ip_key(scope, ip)
+        if not await self._use(lambda counters: counters.sliding.hit_key(self.per_ip, key)):
+            raise RateLimited(retry_after=await self._retry_after("sliding", self.per_ip, "ip", scope, ip))
 
     async def hit_user(self, user_id: int) -> None:
         """Count an authenticated write of the user; RateLimited once RATE_LIMIT_USER is used up."""
-        if not self.enabled:
-            return
-        retry_after = await self._use(lambda counters: _hit(counters.sliding, self.per_user, "user", str(user_id)))
-        if retry_after is not None:
-            raise RateLimited("Too many changes from your account: slow down.", retry_after=retry_after)
+        user = str(user_id)
+        if self.enabled and not await self._use(lambda counters: counters.sliding.hit(self.per_user, "user", user)):
+            raise RateLimited(
+                "Too many changes from your account: slow down.",
+                retry_after=await self._retry_after("sliding", self.per_user, "user", user),
+            )
 
     async def take_login_attempt(self, email: str, ip: str) -> None:
         """Take one of the failed logins `email` may have from `ip`, before the password is checked."""
-        if not self.enabled:
-            return
-        retry_after = await self._use(lambda counters: _hit(counters.fixed, self.failed_logins, LOGIN, email, ip))
-        if retry_after is not None:
+        item = self.failed_logins
+        if self.enabled and not await self._use(lambda counters: counters.fixed.hit(item, LOGIN, email, ip)):
             raise RateLimited(
-                "Too many failed logins for this email from your address: try again later.", retry_after=retry_after
+                "Too many failed logins for this email from your address: try again later.",
+                retry_after=await self._retry_after("fixed", item, LOGIN, email, ip),
             )
 
     async def give_back_login_attempt(self, email: str, ip: str) -> None:
@@ -173,24 +188,30 @@ class RateLimits:
 
         await self._use(give_back)
 
-    async def _use(self, action: Callable[[Counters], Awaitable[T]]) -> T:
-        """`action` on the shared counters while Redis is up, otherwise (or when it fails) on this process's."""
+    async def _retry_after(self, strategy: str, item: RateLimitItem, *identifiers: str) -> int:
+        """Seconds until `item` would allow a hit again (Retry-After)."""
+
+        async def window_reset(counters: Counters) -> float:
+            limiter: SlidingWindowCounterRateLimiter | FixedWindowRateLimiter = getattr(counters, strategy)
+            return (await limiter.get_window_stats(item, *identifiers)).reset_time
+
+        return max(1, math.ceil(await self._use(window_reset) - time.time()))
+
+    def _use(self, action: Callable[[Counters], Awaitable[T]]) -> Awaitable[T]:
+        """`action` on the shared counters while Redis is up, otherwise (or when it fails) on this process's.
+
+        Not a coroutine itself: in process, the action's own is awaited (a hit is on every request).
+        """
         if self.shared is not None and self.redis is not None and self.redis.up:
-            try:
-                return await action(self.shared)
-            except REDIS_ERRORS as error:
-                self.redis.failed(error)
+            return self._use_shared(action, self.shared, self.redis)
+        return action(self.local)
+
+    async def _use_shared(self, action: Callable[[Counters], Awaitable[T]], shared: Counters, redis: RedisLink) -> T:
+        try:
+            return await action(shared)
+        except REDIS_ERRORS as error:
+            redis.failed(error)
         return await action(self.local)
-
-
-async def _hit(
-    limiter: SlidingWindowCounterRateLimiter | FixedWindowRateLimiter, item: RateLimitItem, *identifiers: str
-) -> int | None:
-    """Count one hit: None when allowed, otherwise the seconds until it would be (Retry-After)."""
-    if await limiter.hit(item, *identifiers):
-        return None
-    stats = await limiter.get_window_stats(item, *identifiers)
-    return max(1, math.ceil(stats.reset_time - time.time()))
 
 
 def _async_redis_url(url: str) -> str:
