@@ -67,10 +67,16 @@ class InProcessCounters(MemoryStorage):
     of them: bench/RESULTS.md): a stranger with many addresses would slow every request down. Here
     a key found expired is dropped when read, as MemoryStorage does, and the others at most once
     every SWEEP_SECONDS. Nothing here awaits, so the event loop runs each hit whole: no locks.
+
+    The sliding window counter (the per-IP and per-user limits, a hit on every request) keeps one
+    entry a key, `windows`: the window it was last hit in, that window's hits and the previous one's.
+    MemoryStorage keeps a counter a window under a key made for it; the counts are the same, and so
+    is the sliding window computed from them (limits' formula), without making two keys a hit.
     """
 
     def __init__(self) -> None:
         super().__init__()
+        self.windows: dict[str, tuple[int, int, int, int]] = {}  # key -> (window, its hits, previous's, expiry)
         self._next_sweep = 0.0
 
     async def get(self, key: str) -> int:
@@ -86,18 +92,38 @@ class InProcessCounters(MemoryStorage):
         return count
 
     async def acquire_sliding_window_entry(self, key: str, limit: int, expiry: int, amount: int = 1) -> bool:
-        """limits' sliding window counter as MemoryStorage computes it, in one step: no await between
-        reading the two windows and counting the hit, so no other hit can come between them."""
+        """limits' sliding window counter, in one step: no await between reading the two windows and
+        counting the hit, so no other hit can come between them."""
         if amount > limit:
             return False
         now = time.time()
-        previous_key, current_key = self.sliding_window_keys(key, expiry, now)
-        previous_count = self._count(previous_key, now)
-        previous_ttl = (1 - (((now - expiry) / expiry) % 1)) * expiry if previous_count else 0.0
-        if math.floor(previous_count * previous_ttl / expiry + self._count(current_key, now)) + amount > limit:
+        window, previous, current = self._windows_of(key, expiry, now)
+        if math.floor(previous * _previous_ttl(now, expiry, previous) / expiry + current) + amount > limit:
             return False
-        self._add(current_key, 2 * expiry, amount, now)
+        self.windows[key] = (window, current + amount, previous, expiry)
+        if now >= self._next_sweep:
+            self._sweep(now)
         return True
+
+    async def get_sliding_window(self, key: str, expiry: int) -> tuple[int, float, int, float]:
+        now = time.time()
+        _, previous, current = self._windows_of(key, expiry, now)
+        return previous, _previous_ttl(now, expiry, previous), current, (1 - ((now / expiry) % 1)) * expiry + expiry
+
+    async def clear_sliding_window(self, key: str, expiry: int) -> None:
+        self.windows.pop(key, None)
+
+    async def reset(self) -> int | None:
+        self.windows.clear()
+        return await super().reset()
+
+    def _windows_of(self, key: str, expiry: int, now: float) -> tuple[int, int, int]:
+        """The current window's number, then the hits of the previous window and of this one."""
+        window = int(now / expiry)
+        last, hits, previous_hits, _ = self.windows.get(key, (window, 0, 0, expiry))
+        if last == window:
+            return window, previous_hits, hits
+        return window, hits if last == window - 1 else 0, 0
 
     def _count(self, key: str, now: float) -> int:
         if self.expirations.get(key, 0.0) <= now:
@@ -119,11 +145,28 @@ class InProcessCounters(MemoryStorage):
         for key in [key for key, expires in self.expirations.items() if expires <= now]:
             del self.expirations[key]
             self.storage.pop(key, None)
+        for key in [key for key, (last, _, _, expiry) in self.windows.items() if (last + 2) * expiry <= now]:
+            del self.windows[key]  # its last window is no longer even the previous one
+
+
+def _previous_ttl(now: float, expiry: int, previous_hits: int) -> float:
+    """How much of the previous window still overlaps the last `expiry` seconds (limits' formula)."""
+    return (1 - (((now - expiry) / expiry) % 1)) * expiry if previous_hits else 0.0
 
 
 # limits wraps each storage method in a coroutine that turns the storage's own errors into StorageError
 # (with wrap_exceptions=True): this storage raises none, and the wrappers were a third of a hit's time.
-for _name in ("get", "incr", "decr", "clear", "get_expiry", "acquire_sliding_window_entry", "get_sliding_window"):
+for _name in (
+    "get",
+    "incr",
+    "decr",
+    "clear",
+    "reset",
+    "get_expiry",
+    "acquire_sliding_window_entry",
+    "get_sliding_window",
+    "clear_sliding_window",
+):
     setattr(InProcessCounters, _name, inspect.unwrap(getattr(InProcessCounters, _name)))
 
 

@@ -145,12 +145,12 @@ def test_in_process_counters_cost_does_not_grow_with_the_clients(monkeypatch):
     clock[0] += SWEEP_SECONDS
     assert asyncio.run(hits(1, network=1)) == [True]
     assert counters.sweeps == 2
-    assert len(counters.expirations) == 10_001  # nothing expired yet: a window's counter lives two windows
+    assert len(counters.windows) == 10_001  # nothing expired yet: a window's hits count in the next one too
 
     clock[0] += 2 * 60
     assert asyncio.run(hits(1)) == [True]  # the first client again: its windows have passed
     assert counters.sweeps == 3
-    assert len(counters.expirations) == 1  # the other 9,999 clients' counters were swept
+    assert len(counters.windows) == 1  # the other 9,999 clients' counters were swept
 
 
 @pytest.mark.sqlite_only
@@ -169,6 +169,9 @@ def test_in_process_counters_allow_what_limits_own_storage_allows(monkeypatch):
             clock[0] += steps.choice((0.1, 0.5, 2.0, 7.0, 31.0))
             client = steps.choice(("10.0.0.1", "10.0.0.2"))
             answers.append((await ours.hit(per_ip, "ip", client), await theirs.hit(per_ip, "ip", client)))
+            assert await ours.get_window_stats(per_ip, "ip", client) == await theirs.get_window_stats(
+                per_ip, "ip", client
+            )
         return answers
 
     answers = asyncio.run(both())
