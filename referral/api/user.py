@@ -75,7 +75,7 @@ async def auth(request: Request, body: LoginCredentials) -> HTTPResponse:
     summary="OAuth 2.0 token (password grant)",
     form=TokenRequest,
     answers=(
-        Answer(200, OAuthToken, "An RFC 6749 §5.1 access token."),
+        Answer(200, OAuthToken),
         Answer(400, OAuthError, "An RFC 6749 §5.2 error: bad form, grant type or credentials."),
     ),
     limit="token",
