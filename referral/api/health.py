@@ -11,9 +11,7 @@ from referral.api.routing import Answer, answer, operation, services
 bp = Blueprint("health")
 
 
-@operation(
-    bp, "GET", "/health", summary="Health check", answers=Answer(200, Health, "The service and its database answer.")
-)
+@operation(bp, "GET", "/health", summary="Health check", answers=Answer(200, Health))
 async def health(request: Request) -> HTTPResponse:
     """200 when the database answers a trivial query, 503 when it does not. For load balancers and probes."""
     await services(request).db.ping()

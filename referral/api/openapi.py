@@ -9,10 +9,13 @@ route: the document cannot drift from what the app serves.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterable, Mapping
-from typing import Any, get_args, get_origin
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
 
 from pydantic import TypeAdapter
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
+from pydantic_core import core_schema
 from sanic import Sanic
 
 from referral.api.contract import OAuthError, Problem
@@ -23,10 +26,9 @@ from referral.api.problems import (
     TOO_LARGE,
     InvalidInput,
     MalformedRequest,
-    ProblemType,
     problem_body,
 )
-from referral.api.routing import FORM, JSON, Operation
+from referral.api.routing import FORM, JSON, Answer, Operation
 from referral.errors import DatabaseUnavailable, RateLimited
 from referral.services.users import NotAuthenticated
 
@@ -34,6 +36,7 @@ API_VERSION = "1.0.0"
 BEARER = "BearerAuth"
 OAUTH2 = "OAuth2Password"
 TOKEN_URL = "/user/token"  # noqa: S105 - a path, not a secret
+COMPONENTS = "#/components/schemas/"
 
 DESCRIPTION = """\
 Sign up, get an expiring referral code, share it, and see who registered with it.
@@ -71,69 +74,58 @@ EXAMPLE_FIELD_ERRORS = {"email": "is not a valid email address"}
 
 
 def openapi_document(app: Sanic, *, title: str) -> dict[str, Any]:
-    schemas: dict[str, Any] = {}
+    routes = sorted(app.router.routes, key=lambda route: route.path)
+    operations = [(route.path, op) for route in routes if (op := getattr(route.ctx, "operation", None)) is not None]
+    shapes = [Problem, OAuthError]
+    for _, op in operations:
+        shapes += [shape for shape in (op.input, *(success.shape for success in op.answers)) if shape is not None]
+    schemas = Schemas.of(shapes)
     paths: dict[str, dict[str, Any]] = {}
     tags: dict[str, str] = {}
-    for route in sorted(app.router.routes, key=lambda route: route.path):
-        op: Operation | None = getattr(route.ctx, "operation", None)
-        if op is None:
-            continue
+    for path, op in operations:
         tags.setdefault(op.tag, inspect.getdoc(inspect.getmodule(op.handler)) or op.tag)
         for method in op.methods:
-            paths.setdefault("/" + route.path, {})[method.lower()] = _operation(op, method, schemas)
-    for shape in (Problem, OAuthError):
-        _schema_ref(shape, schemas)
+            paths.setdefault("/" + path, {})[method.lower()] = _operation(op, method, schemas)
     return {
         "openapi": "3.0.3",
         "info": {"title": title, "version": API_VERSION, "description": DESCRIPTION},
         "tags": [{"name": name, "description": text} for name, text in tags.items()],
         "paths": paths,
-        "components": {"schemas": dict(sorted(schemas.items())), "securitySchemes": SECURITY_SCHEMES},
+        "components": {"schemas": dict(sorted(schemas.components.items())), "securitySchemes": SECURITY_SCHEMES},
     }
 
 
-def _operation(op: Operation, method: str, schemas: dict[str, Any]) -> dict[str, Any]:
-    primary = method == op.methods[0]
-    body_form = method != "GET" and "GET" in op.methods
+def _operation(op: Operation, method: str, schemas: Schemas) -> dict[str, Any]:
+    json_body = op.input is not None and method != "GET" and op.source != "form"
     document: dict[str, Any] = {
-        "operationId": op.name if primary else f"{op.name}_{method.lower()}",
-        "summary": op.summary + (" (JSON body)" if body_form else ""),
+        "operationId": op.name if method == op.methods[0] else f"{op.name}_{method.lower()}",
+        "summary": op.summary + (" (JSON body)" if json_body and "GET" in op.methods else ""),
         "description": inspect.getdoc(op.handler) or op.summary,
         "tags": [op.tag],
     }
-    has_json_body = False
-    if op.input is not None:
-        ref = _schema_ref(op.input, schemas)
-        example = example_of(ref, schemas)
-        if method == "GET":
-            document["parameters"] = _query_parameters(schemas[op.input.__name__])
-        else:
-            media = FORM if op.source == "form" else JSON
-            has_json_body = media == JSON
-            document["requestBody"] = {"required": True, "content": {media: {"schema": ref, "example": example}}}
+    if op.input is not None and method == "GET":
+        document["parameters"] = _query_parameters(schemas.components[op.input.__name__])
+    elif op.input is not None:
+        schema = schemas.refs[op.input]
+        media = {"schema": schema, "example": schemas.example(schema)}
+        document["requestBody"] = {"required": True, "content": {JSON if json_body else FORM: media}}
     if op.secured:
         document["security"] = [{BEARER: []}, {OAUTH2: []}]
-    responses: dict[str, Any] = {}
-    for success in op.answers:
-        responses[str(success.status)] = _success(success.shape, success.description, success.headers, schemas)
-    for status, errors in _error_statuses(op, has_json_body).items():
+    responses = {str(success.status): _success(success, schemas) for success in op.answers}
+    for status, errors in _error_statuses(op, json_body).items():
         responses.setdefault(str(status), _problem(status, errors))
-    if op.oauth_errors:
-        for status, error in sorted(set(OAUTH_ERRORS.values())):
-            if status != 400:  # 400 is declared as the route's answer
-                example = {"error": error, "error_description": RateLimited.message}
-                responses[str(status)] = {
-                    **_media("Too many attempts (`slow_down`).", _schema_ref(OAuthError, schemas), example),
-                    "headers": {"Retry-After": HEADER_DOCS["Retry-After"]},
-                }
+    if op.oauth_errors:  # RFC 6749 §5.2's slow_down; its 400s are the route's declared answer
+        example = {"error": OAUTH_ERRORS[RateLimited][1], "error_description": RateLimited.message}
+        headers = {"Retry-After": HEADER_DOCS["Retry-After"]}
+        responses["429"] = _response("Too many attempts (`slow_down`).", schemas.refs[OAuthError], example, headers)
     document["responses"] = dict(sorted(responses.items()))
     return document
 
 
-def _error_statuses(op: Operation, has_json_body: bool) -> dict[int, list[type[Exception]]]:
+def _error_statuses(op: Operation, json_body: bool) -> dict[int, list[type[Exception]]]:
     """The statuses an operation may answer with an error, each with the errors behind it."""
     errors: list[type[Exception]] = [DatabaseUnavailable]
-    if has_json_body:
+    if json_body:
         errors.append(MalformedRequest)
     if op.input is not None and op.source != "form":
         errors.append(InvalidInput)
@@ -148,60 +140,32 @@ def _error_statuses(op: Operation, has_json_body: bool) -> dict[int, list[type[E
     return by_status
 
 
-def _problem(status: int, errors: Iterable[type[Exception]]) -> dict[str, Any]:
-    errors = list(errors)
+def _problem(status: int, errors: list[type[Exception]]) -> dict[str, Any]:
+    """The errors behind `status` in one answer: each message in its description, the first as the example."""
     messages = [getattr(error, "message", "") for error in errors] or [TOO_LARGE]
-    found: ProblemType | None = PROBLEMS[errors[0]] if errors else None
-    example = problem_body(
-        status,
-        messages[0],
-        slug=found.slug if found else "",
-        errors=EXAMPLE_FIELD_ERRORS if status == 422 else None,
-    )
-    response = _media(" Or: ".join(dict.fromkeys(messages)), {"$ref": "#/components/schemas/Problem"}, example)
-    response["content"] = {PROBLEM_CONTENT_TYPE: response["content"][JSON]}
+    slug = PROBLEMS[errors[0]].slug if errors else ""
+    example = problem_body(status, messages[0], slug=slug, errors=EXAMPLE_FIELD_ERRORS if status == 422 else None)
     headers = {name: HEADER_DOCS[name] for error in errors for name in PROBLEMS[error].headers}
-    if headers:
-        response["headers"] = headers
-    return response
+    description = " Or: ".join(dict.fromkeys(messages))
+    return _response(description, {"$ref": COMPONENTS + "Problem"}, example, headers, PROBLEM_CONTENT_TYPE)
 
 
-def _success(shape: Any, description: str, headers: Mapping[str, str], schemas: dict[str, Any]) -> dict[str, Any]:
-    if shape is None:
-        return {"description": description}
-    if get_origin(shape) is list:
-        [item] = get_args(shape)
-        schema: dict[str, Any] = {"type": "array", "items": _schema_ref(item, schemas)}
-    else:
-        schema = _schema_ref(shape, schemas)
-    response = _media(description, schema, example_of(schema, schemas))
-    if headers:
-        response["headers"] = {
-            name: {"description": text, "schema": {"type": "integer", "minimum": 0}} for name, text in headers.items()
-        }
-    return response
-
-
-def _media(description: str, schema: dict[str, Any], example: Any) -> dict[str, Any]:
-    return {"description": description, "content": {JSON: {"schema": schema, "example": example}}}
-
-
-def example_of(schema: dict[str, Any], schemas: dict[str, Any]) -> Any:
-    """An example assembled from the fields' own: required fields, and optional ones with a default."""
-    if "$ref" in schema:
-        return example_of(schemas[schema["$ref"].rsplit("/", 1)[1]], schemas)
-    if "example" in schema:
-        return schema["example"]
-    if "enum" in schema:
-        return schema["enum"][0]
-    if schema.get("type") == "array":
-        return [example_of(schema["items"], schemas)]
-    required = set(schema.get("required", ()))
-    return {
-        name: prop["default"] if "default" in prop else example_of(prop, schemas)
-        for name, prop in schema.get("properties", {}).items()
-        if name in required or prop.get("default") is not None
+def _success(success: Answer, schemas: Schemas) -> dict[str, Any]:
+    if success.shape is None:
+        return {"description": success.description}
+    schema = schemas.refs[success.shape]
+    headers = {
+        name: {"description": text, "schema": {"type": "integer", "minimum": 0}}
+        for name, text in success.headers.items()
     }
+    return _response(success.description or success.shape.__doc__, schema, schemas.example(schema), headers)
+
+
+def _response(
+    description: str, schema: dict[str, Any], example: Any, headers: dict[str, Any], media_type: str = JSON
+) -> dict[str, Any]:
+    response = {"description": description, "content": {media_type: {"schema": schema, "example": example}}}
+    return {**response, "headers": headers} if headers else response
 
 
 def _query_parameters(schema: dict[str, Any]) -> list[dict[str, Any]]:
@@ -217,45 +181,51 @@ def _query_parameters(schema: dict[str, Any]) -> list[dict[str, Any]]:
     return parameters
 
 
-def _schema_ref(shape: Any, schemas: dict[str, Any]) -> dict[str, str]:
-    """Add `shape` (and the shapes it nests) to `schemas`; a `$ref` to it."""
-    name = shape.__name__
-    if name not in schemas:
-        generated = TypeAdapter(shape).json_schema(ref_template="#/components/schemas/{model}")
-        for nested, nested_schema in generated.pop("$defs", {}).items():
-            schemas.setdefault(nested, openapi30(nested_schema))
-        schemas[name] = openapi30(generated)
-    return {"$ref": f"#/components/schemas/{name}"}
+@dataclass(frozen=True)
+class Schemas:
+    """The contract's shapes as OpenAPI 3.0 schemas, generated by pydantic in one go."""
+
+    refs: dict[Any, dict[str, Any]]  # each shape: a `$ref` to its component (an array of them for `list[...]`)
+    components: dict[str, dict[str, Any]]  # the shapes, and those they nest, by name
+
+    @classmethod
+    def of(cls, shapes: Iterable[Any]) -> Schemas:
+        adapters = [(shape, "validation", TypeAdapter(shape)) for shape in dict.fromkeys(shapes)]
+        refs, defs = TypeAdapter.json_schemas(adapters, ref_template=COMPONENTS + "{model}", schema_generator=OpenAPI30)
+        return cls({shape: schema for (shape, _mode), schema in refs.items()}, defs["$defs"])
+
+    def example(self, schema: dict[str, Any]) -> Any:
+        """An example assembled from the fields' own: required fields, and optional ones with a default."""
+        if "$ref" in schema:
+            return self.example(self.components[schema["$ref"].removeprefix(COMPONENTS)])
+        if "example" in schema:
+            return schema["example"]
+        if "enum" in schema:
+            return schema["enum"][0]
+        if schema.get("type") == "array":
+            return [self.example(schema["items"])]
+        required = set(schema.get("required", ()))
+        return {
+            name: prop["default"] if "default" in prop else self.example(prop)
+            for name, prop in schema.get("properties", {}).items()
+            if name in required or prop.get("default") is not None
+        }
 
 
-def openapi30(schema: Any) -> Any:
-    """JSON Schema as pydantic writes it, in OpenAPI 3.0's dialect.
+class OpenAPI30(GenerateJsonSchema):
+    """pydantic's JSON Schema in OpenAPI 3.0's dialect: `X | None` is `nullable`, a one-value `Literal` an
+    `enum`, and fields have no generated titles (their names say it). Examples are written as 3.0's
+    `example` by the contract itself."""
 
-    `X | None` (anyOf with null) becomes `nullable`, `examples` an `example`, `const` a one-value
-    `enum`; generated titles are dropped (the names say it).
-    """
-    if isinstance(schema, list):
-        return [openapi30(item) for item in schema]
-    if not isinstance(schema, dict):
-        return schema
-    schema = dict(schema)
-    any_of = schema.get("anyOf")
-    if any_of and {"type": "null"} in any_of:
-        others = [item for item in any_of if item != {"type": "null"}]
-        if len(others) == 1:
-            del schema["anyOf"]
-            schema = {**others[0], **schema, "nullable": True}
-    schema.pop("title", None)
-    if "examples" in schema:
-        schema["example"] = schema.pop("examples")[0]
-    if "const" in schema:
-        schema["enum"] = [schema.pop("const")]
-    converted: dict[str, Any] = {}
-    for key, value in schema.items():
-        if key == "properties":
-            converted[key] = {name: openapi30(prop) for name, prop in value.items()}
-        elif key in ("example", "default", "enum"):
-            converted[key] = value
-        else:
-            converted[key] = openapi30(value)
-    return converted
+    def nullable_schema(self, schema: core_schema.NullableSchema) -> JsonSchemaValue:
+        inner = self.generate_inner(schema["schema"])
+        return {**({"allOf": [inner]} if "$ref" in inner else inner), "nullable": True}  # 3.0 ignores $ref's siblings
+
+    def literal_schema(self, schema: core_schema.LiteralSchema) -> JsonSchemaValue:
+        generated = super().literal_schema(schema)
+        if "const" in generated:
+            generated["enum"] = [generated.pop("const")]
+        return generated
+
+    def field_title_should_be_set(self, schema: Any) -> bool:
+        return False

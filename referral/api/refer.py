@@ -21,12 +21,10 @@ bp = Blueprint("refer", url_prefix="/refer")
     "POST|PUT",
     "/update_code",
     summary="Issue or extend your referral code",
-    input=CodeRequest,
     answers=(
         Answer(201, ReferralCode, "A new code was issued."),
         Answer(200, ReferralCode, "Your active code was extended (and renamed, given `code`)."),
     ),
-    secured=True,
     user_limit=True,
     errors=(CodeTaken,),
 )
@@ -46,7 +44,6 @@ async def update_code(request: Request, user_id: int, body: CodeRequest) -> HTTP
     "/delete",
     summary="Delete your active referral code",
     answers=Answer(200, ReferralCode, "The deleted code."),
-    secured=True,
     user_limit=True,
     errors=(NoActiveCode,),
 )
@@ -64,7 +61,6 @@ async def delete(request: Request, user_id: int) -> HTTPResponse:
     "GET|POST",
     "/getcode",
     summary="Look up a user's active code",
-    input=EmailLookup,
     answers=Answer(200, ReferralCode, "The owner's active code."),
     limit="getcode",
     errors=(NoActiveCode,),

@@ -28,7 +28,6 @@ bp = Blueprint("referals", url_prefix="/referals")
     "POST",
     "/register",
     summary="Register with a referral code",
-    input=ReferralRegistration,
     answers=Answer(201, RegisteredReferral, "Registered as a referral of the code's owner."),
     limit="referals/register",
     no_store=True,
@@ -53,14 +52,12 @@ async def register_referral(request: Request, body: ReferralRegistration) -> HTT
     "GET|POST",
     "/list",
     summary="List your referrals",
-    input=ReferralListQuery,
     answers=Answer(
         200,
         list[ListedReferral],
         "Your referrals, oldest first, one page of them.",
         headers={"X-Total-Count": "How many referrals there are in all, across pages."},
     ),
-    secured=True,
     no_store=True,
     errors=(Forbidden,),
 )

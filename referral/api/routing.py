@@ -1,9 +1,9 @@
 """Routes declared once: `operation(...)` registers a handler and says everything about it.
 
-A declaration names the methods (aliases included), the request model and where it is read from,
-the answers, whether a token is needed, which rate limit applies and the service errors it can
-raise. The request is checked in that order (limit, token, input) before the handler runs, and the
-OpenAPI document (`referral.api.openapi`) is derived from the same declaration.
+A declaration names the methods (aliases included), the answers, which rate limit applies and the
+service errors it can raise; the handler's signature names the request model (`body`) and whether a
+token is needed (`user_id`). The request is checked (limit, token, input) before the handler runs,
+and the OpenAPI document (`referral.api.openapi`) is derived from the same declaration.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import json
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_type_hints
 from urllib.parse import parse_qs
 
 import orjson
@@ -38,11 +38,12 @@ FORM = "application/x-www-form-urlencoded"
 
 @dataclass(frozen=True, eq=False)
 class Answer:
-    """A success answer: its status, shape (a TypedDict, or `list[TypedDict]`) and description."""
+    """A success answer: its status, shape (a TypedDict, or `list[TypedDict]`) and description (the
+    shape's docstring when none is given)."""
 
     status: int
     shape: Any
-    description: str
+    description: str | None = None
     headers: Mapping[str, str] = field(default_factory=dict)  # name -> description (integer values)
 
 
@@ -71,9 +72,7 @@ def operation(
     *,
     summary: str,
     answers: tuple[Answer, ...] | Answer,
-    input: type[BaseModel] | None = None,
-    source: Source | None = None,
-    secured: bool = False,
+    form: type[BaseModel] | None = None,
     limit: str | None = None,
     user_limit: bool = False,
     no_store: bool = False,
@@ -82,12 +81,16 @@ def operation(
 ) -> Callable[[Handler], Handler]:
     """Register the handler on `bp` for `methods` (e.g. "GET|POST") and describe it for the document.
 
-    The handler is called as `handler(request, **kwargs)` with `user_id` when `secured` and `body`
-    (an instance of `input`) when the input is read here; its docstring is the description.
+    The handler's signature says the rest: a `user_id` parameter makes the operation secured (it gets
+    the token's user), a `body: Model` one makes `Model` its input, read from the JSON body (or, with
+    GET among the methods, from the query string when it has any of the fields). `form` is the model
+    of a form the handler reads itself, for the document. The docstring is the description.
     """
     method_list = tuple(methods.split("|"))
 
     def decorate(handler: Handler) -> Handler:
+        parameters = get_type_hints(handler)
+        input = form or parameters.get("body")
         op = Operation(
             name=handler.__name__,
             methods=method_list,
@@ -96,8 +99,8 @@ def operation(
             handler=handler,
             answers=answers if isinstance(answers, tuple) else (answers,),
             input=input,
-            source=source or ("query_or_json" if "GET" in method_list else "json"),
-            secured=secured,
+            source="form" if form else "query_or_json" if "GET" in method_list else "json",
+            secured="user_id" in parameters,
             limit=limit,
             user_limit=user_limit,
             no_store=no_store,
