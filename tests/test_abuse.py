@@ -395,7 +395,14 @@ def test_every_answer_says_nosniff_and_those_with_a_token_or_emails_no_store(api
 @pytest.mark.sqlite_only
 @pytest.mark.parametrize(
     "headers",
-    [{"X-Request-ID": "abc"}, {"Retry-After": 7}, {"X-Odd": "line\r\nSet-Cookie: evil=1"}, {"X-Text": "caf\u00e9"}],
+    [
+        {"X-Request-ID": "abc"},
+        {"Retry-After": 7},
+        {"X-Odd": "line\r\nSet-Cookie: evil=1"},
+        {"X-Nul": "a\x00b\tc"},
+        {"X-Text": "caf\u00e9"},
+        {"X-Bad\nName": "x"},
+    ],
 )
 def test_answers_encode_their_header_lines_as_sanic_does(headers):
     """Answers keep each header line once encoded; the lines are those Sanic writes, cleaned alike."""

@@ -175,7 +175,7 @@ class Answered(HTTPResponse):
 
     Sanic cleans and encodes every header of every answer, and most of ours are the same on every
     answer (content type, `nosniff`, `connection`): a large share of a cached getcode (bench/RESULTS.md).
-    The lines are cleaned by Sanic's own `_sanitize_header_value`, as Sanic would clean them.
+    The lines are cleaned as Sanic cleans them.
     """
 
     __slots__ = ()
@@ -190,8 +190,12 @@ class Answered(HTTPResponse):
 @lru_cache(maxsize=1024)  # lines seen once (a request id) pass through; the recurring ones stay
 def _header_line(item: tuple[str, Any]) -> tuple[bytes, bytes]:
     name, value = item
-    clean = BaseHTTPResponse._sanitize_header_value
-    return clean(name).encode("ascii"), clean(f"{value}").encode(errors="surrogateescape")
+    return _cleaned(name).encode("ascii"), _cleaned(f"{value}").encode(errors="surrogateescape")
+
+
+def _cleaned(text: str) -> str:
+    """Sanic's `_sanitize_header_value`, which drops NUL, CR and LF: printable text has none to drop."""
+    return text if text.isprintable() else BaseHTTPResponse._sanitize_header_value(text)
 
 
 # ------------------------------------------------------------------------------------------- #
