@@ -42,7 +42,7 @@ os.register_at_fork(after_in_child=_reseed)  # a forked worker must not repeat i
 
 
 def new_request_id() -> str:
-    return f"{_ids.getrandbits(64):016x}"
+    return _ids.randbytes(8).hex()
 
 
 def request_id(request: Request) -> str:
