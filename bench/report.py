@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bench import rows as names
+from referral.security import HASHING_NICENESS
 
 if TYPE_CHECKING:
     from bench.load import LoadResult
@@ -249,12 +250,13 @@ def markdown(r: Results) -> str:
             f"getcode (cache hot) at a steady pace for {2 * o.seconds:g} s: {o.isolation_connections} "
             "connections, each pausing 2 ms between requests (wrk's `delay()`), so latency is the server's, not "
             f"a queue of our own making; meanwhile {o.storm_connections} connections log in flat out. Logins run "
-            "bcrypt in a pool of one thread per core at nice 10 (`referral/security.py`). bcrypt's limit is "
+            f"bcrypt in a pool of one thread per core at nice {HASHING_NICENESS} (`referral/security.py`). "
+            "bcrypt's limit is "
             f"what every core hashing and nothing else gives: one cost-{o.bcrypt_rounds} hash took "
             f"{r.hash_seconds * 1000:.0f} ms in the bench process just before "
             f"(`referral.security._hash_sync`, median of {names.HASH_SAMPLES}), "
             f"so {os.cpu_count()} cores / that = **{r.bcrypt_limit:.2f} logins/s**. The same hash in a thread at "
-            f"nice 10, the service's hashing priority, took {r.hash_seconds_niced * 1000:.0f} ms: "
+            f"nice {HASHING_NICENESS}, the service's hashing priority, took {r.hash_seconds_niced * 1000:.0f} ms: "
             f"{_contention(r)}",
             "",
             "| | req/s | p50 ms | p99 ms | errors |",
@@ -307,8 +309,9 @@ def _contention(r: Results) -> str:
     if x < 1.15:
         return f"{x:.2f}x, nothing else was competing for the cores."
     return (
-        f"{x:.2f}x, other processes on the machine were taking the cores first (a thread at nice 10 gets about a "
-        "tenth of a core's share next to one at nice 0), and the service's hashing threads lose to them the same way."
+        f"{x:.2f}x, other processes on the machine were taking the cores first (a thread at nice {HASHING_NICENESS} "
+        "gets a small fraction of a core's share next to one at nice 0), and the service's hashing threads lose to "
+        "them the same way."
     )
 
 

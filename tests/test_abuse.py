@@ -8,6 +8,8 @@ Requests from other client addresses are sent from other loopback addresses (127
 from __future__ import annotations
 
 import asyncio
+import os
+import threading
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -197,6 +199,18 @@ def test_a_hash_storm_from_one_address_does_not_delay_anothers_login(settings):
         if answer.status_code == 429:
             assert assert_problem(answer, 429)["type"] == RATE_LIMITED
             assert answer.headers["retry-after"] == "1"
+
+
+@pytest.mark.sqlite_only
+@pytest.mark.skipif(not hasattr(os, "getpriority"), reason="thread priorities are Linux's")
+def test_passwords_are_hashed_at_the_lowest_priority():
+    """A login storm takes only the CPU other requests leave (bench/RESULTS.md, isolation)."""
+
+    def priority() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    priorities = {referral.security._hashing.submit(priority).result() for _ in range(20)}
+    assert priorities == {referral.security.HASHING_NICENESS} == {19}
 
 
 @pytest.mark.sqlite_only
