@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
+
 import jwt
 import pytest
 
+from referral.api.contract import normalise_email
 from tests.conftest import TEST_SECRET
 from tests.factories import random_email
 from tests.problems import assert_problem
@@ -69,6 +72,23 @@ class TestRegister:
         email = random_email()
         assert register(api, email, "p" * length).status_code == 201
         assert login(api, email, "p" * length).status_code == 200
+
+
+@pytest.mark.sqlite_only
+def test_a_domains_check_is_kept_and_a_refusal_is_not():
+    """email_validator's domain check is kept per domain (`referral.api.contract`); the answers stay its own."""
+    domain_checks = importlib.import_module("email_validator.validate_email").validate_email_domain_name
+    assert hasattr(domain_checks, "cache_info")  # email_validator still checks domains in the function kept
+    normalise_email.cache_clear()
+    domain_checks.cache_clear()
+    assert normalise_email(" One@Kept.Example.COM") == "one@kept.example.com"
+    assert normalise_email("two@Kept.Example.COM") == "two@kept.example.com"
+    assert domain_checks.cache_info().hits == 1
+    assert normalise_email("ann@BÜCHER.de") == "ann@bücher.de"
+    for _ in range(2):
+        for refused in ("x@bad..example.com", "x@printer.local", "x@-dash.example.com"):
+            with pytest.raises(ValueError, match="is not a valid email address"):
+                normalise_email(refused)
 
 
 class TestLongAndUnicodePasswords:
