@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import lru_cache, partial
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
@@ -32,6 +32,7 @@ IP_KEYS_KEPT = 4096  # the per-IP limit's keys of the clients seen last
 SWEEP_SECONDS = 1.0
 
 T = TypeVar("T")
+Strategy = Literal["sliding", "fixed"]  # a field of `Counters`
 
 
 class SlidingWindow(SlidingWindowCounterRateLimiter):
@@ -231,7 +232,7 @@ class RateLimits:
 
         await self._use(give_back)
 
-    async def _retry_after(self, strategy: str, item: RateLimitItem, *identifiers: str) -> int:
+    async def _retry_after(self, strategy: Strategy, item: RateLimitItem, *identifiers: str) -> int:
         """Seconds until `item` would allow a hit again (Retry-After)."""
 
         async def window_reset(counters: Counters) -> float:

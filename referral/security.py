@@ -24,7 +24,7 @@ from referral.config import Settings
 from referral.errors import Overloaded, RateLimited
 
 JWT_ALGORITHM = "HS256"
-HASHING_NICENESS = 19  # the lowest: at 10, a login storm still tripled other requests' p99 (bench/RESULTS.md)
+HASHING_NICENESS = 19  # the lowest: at 10 a login storm still delayed other requests (bench/RESULTS.md, isolation)
 T = TypeVar("T")
 
 

@@ -75,9 +75,9 @@ async def getcode(request: Request, body: EmailLookup) -> HTTPResponse:
 
 @lru_cache(maxsize=4096)
 def encoded_code(code: CodeInfo) -> bytes:
-    """getcode's answer, serialised once per code (bench/RESULTS.md: about 8 % of a cached getcode).
+    """getcode's answer, serialised once per code (a share of a cached getcode: bench/RESULTS.md).
 
-    Copied into bytes of their own size: orjson's output keeps the 4 KiB buffer it was written into,
-    which 4,096 kept answers would turn into 16 MiB.
+    Copied into bytes of their own size: orjson's output keeps the buffer it was written into, many
+    times an answer's size, which every kept answer would otherwise pin.
     """
     return bytes(memoryview(orjson.dumps(code_json(code))))
