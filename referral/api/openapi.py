@@ -98,7 +98,7 @@ def openapi_document(app: Sanic, *, title: str) -> dict[str, Any]:
 def _operation(op: Operation, method: str, schemas: Schemas) -> dict[str, Any]:
     json_body = op.input is not None and method != "GET" and op.source != "form"
     document: dict[str, Any] = {
-        "operationId": op.name if method == op.methods[0] else f"{op.name}_{method.lower()}",
+        "operationId": op.operation_id(method),
         "summary": op.summary + (" (JSON body)" if json_body and "GET" in op.methods else ""),
         "description": inspect.getdoc(op.handler) or op.summary,
         "tags": [op.tag],

@@ -47,7 +47,7 @@ async def update_code(request: Request, user_id: int, body: CodeRequest) -> HTTP
     user_limit=True,
     errors=(NoActiveCode,),
 )
-async def delete(request: Request, user_id: int) -> HTTPResponse:
+async def delete_code(request: Request, user_id: int) -> HTTPResponse:
     """Delete your active code; 404 when you have none.
 
     Referrals registered with it keep showing it, and the string is never issued again. DELETE and

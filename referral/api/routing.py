@@ -64,6 +64,11 @@ class Operation:
     errors: tuple[type[Exception], ...] = ()
     oauth_errors: bool = False  # errors answered as RFC 6749 §5.2 says, where it says how
 
+    def operation_id(self, method: str) -> str:
+        """The handler's name for the first method, `<name>_<method>` for an alias: published ids
+        (SPEC.md's table) that generated clients name their functions after, so never renamed."""
+        return self.name if method == self.methods[0] else f"{self.name}_{method.lower()}"
+
 
 def operation(
     bp: Blueprint,

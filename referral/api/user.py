@@ -56,7 +56,7 @@ async def register_user(request: Request, body: Credentials) -> HTTPResponse:
     no_store=True,
     errors=(BadCredentials, Overloaded),
 )
-async def auth(request: Request, body: LoginCredentials) -> HTTPResponse:
+async def authenticate_user(request: Request, body: LoginCredentials) -> HTTPResponse:
     """Trade an email and password for a JWT, valid for EXP_TOKEN_DAY days.
 
     An unknown email and a wrong password get the same answer. Failed logins for one email from one
@@ -83,7 +83,7 @@ async def auth(request: Request, body: LoginCredentials) -> HTTPResponse:
     errors=(Overloaded,),
     oauth_errors=True,
 )
-async def token(request: Request) -> HTTPResponse:
+async def issue_oauth_token(request: Request) -> HTTPResponse:
     """OAuth 2.0 resource owner password credentials grant (RFC 6749 §4.3); errors as §5.2.
 
     Send `grant_type=password&username=<email>&password=<password>` as a form. This is the
