@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import re
-import tracemalloc
 from datetime import UTC, datetime, timedelta
 
-import orjson
 import pytest
 
-from referral.api.refer import encoded_code
-from referral.api.routing import KEPT_QUERY_MAX, _from_query
-from referral.services.models import CodeInfo
 from tests.factories import random_email
 from tests.problems import assert_problem
 
@@ -224,21 +219,9 @@ class TestGetCode:
         assert_problem(api.post("/refer/getcode", json=body), 422)
 
     def test_a_refused_query_is_refused_the_same_way_again(self, api):
-        """Checked queries are kept per query string; refusals are not (else the second would read the body)."""
         for _ in range(2):
             errors = assert_problem(api.get("/refer/getcode", params={"email": "nope"}), 422)["errors"]
             assert errors["email"].startswith("is not a valid email address")
-
-    def test_a_long_query_is_answered_but_not_kept(self, api, make):
-        """Only queries up to KEPT_QUERY_MAX characters are kept: a stranger's long ones fill no memory."""
-        user = make.user()
-        code = make.code(user)
-        kept = _from_query.cache_info().currsize
-        long_query = {"email": user.email, "padding": "x" * KEPT_QUERY_MAX}
-        assert api.get("/refer/getcode", params=long_query).json() == code
-        assert _from_query.cache_info().currsize == kept
-        assert api.get("/refer/getcode", params={"email": user.email}).json() == code
-        assert _from_query.cache_info().currsize == kept + 1
 
     def test_update_and_delete_invalidate_the_cached_code(self, api, make):
         user = make.user()
@@ -250,24 +233,3 @@ class TestGetCode:
         assert api.get("/refer/getcode", params={"email": user.email}).json() == edited
         api.delete("/refer/delete", headers=user.auth)
         assert_problem(api.get("/refer/getcode", params={"email": user.email}), 404)
-
-
-@pytest.mark.sqlite_only
-def test_kept_getcode_answers_take_their_own_size():
-    """getcode keeps the answers of the codes asked most: each must not pin orjson's 4 KiB buffer."""
-    started = datetime.now(UTC)
-    encoded_code.cache_clear()
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        answers = [encoded_code(CodeInfo(n, f"CODE{n:06d}", started + timedelta(seconds=n))) for n in range(1000)]
-        per_answer = (tracemalloc.get_traced_memory()[0] - before) / len(answers)
-    finally:
-        tracemalloc.stop()
-        encoded_code.cache_clear()
-    assert orjson.loads(answers[7]) == {"user_id": 7, "code": "CODE000007", "exp_date": answers_date(started, 7)}
-    assert per_answer < 1024
-
-
-def answers_date(started: datetime, seconds: int) -> str:
-    return (started + timedelta(seconds=seconds)).isoformat(timespec="seconds")

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
-
-import orjson
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse
 
 from referral.api.contract import CodeRequest, EmailLookup, ReferralCode, code_json
 from referral.api.routing import Answer, answer, operation, services
 from referral.services.codes import CodeTaken, NoActiveCode
-from referral.services.models import CodeInfo
 
 bp = Blueprint("refer", url_prefix="/refer")
 
@@ -70,14 +66,4 @@ async def getcode(request: Request, body: EmailLookup) -> HTTPResponse:
 
     No authentication: a referrer shares their email, a newcomer looks the code up.
     """
-    return answer(encoded_code(await services(request).codes.find_by_email(body.email)))
-
-
-@lru_cache(maxsize=4096)
-def encoded_code(code: CodeInfo) -> bytes:
-    """getcode's answer, serialised once per code (a share of a cached getcode: bench/RESULTS.md).
-
-    Copied into bytes of their own size: orjson's output keeps the buffer it was written into, many
-    times an answer's size, which every kept answer would otherwise pin.
-    """
-    return bytes(memoryview(orjson.dumps(code_json(code))))
+    return answer(code_json(await services(request).codes.find_by_email(body.email)))

@@ -9,17 +9,14 @@ and the OpenAPI document (`referral.api.openapi`) is derived from the same decla
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_type_hints
-from urllib.parse import parse_qs
 
 import orjson
 from pydantic import BaseModel, ValidationError
 from sanic import Blueprint, Request
-from sanic.helpers import has_message_body
-from sanic.response import BaseHTTPResponse, HTTPResponse
+from sanic.response import HTTPResponse
 
 from referral import metrics
 from referral.api.problems import NO_STORE, NOSNIFF, InvalidInput, MalformedRequest
@@ -160,47 +157,17 @@ def services(request: Request) -> AppContext:
 
 
 def answer(body: Any, *, status: int = 200, headers: Mapping[str, str] | None = None) -> HTTPResponse:
-    """A JSON answer serialised by orjson (faster than Sanic's default: bench/RESULTS.md); `bytes` are
-    taken as JSON serialised already.
+    """A JSON answer serialised by orjson (faster than Sanic's default: bench/RESULTS.md).
 
     Only for bodies built from stored or validated data (orjson refuses lone surrogates); error
     answers, which may quote input, go through Sanic's `json()` in `referral.api.problems`.
     """
     headers = NOSNIFF if headers is None else {**NOSNIFF, **headers}  # Sanic copies them: sharing is safe
-    encoded = body if isinstance(body, bytes) else orjson.dumps(body)
-    return Answered(encoded, status=status, headers=headers, content_type=JSON)
+    return HTTPResponse(orjson.dumps(body), status=status, headers=headers, content_type=JSON)
 
 
 def no_content() -> HTTPResponse:
-    return Answered(status=204, headers=NOSNIFF)
-
-
-class Answered(HTTPResponse):
-    """Sanic's HTTPResponse, with each header line encoded once per distinct name and value.
-
-    Sanic cleans and encodes every header of every answer, and most of ours are the same on every
-    answer (content type, `nosniff`, `connection`): a large share of a cached getcode (bench/RESULTS.md).
-    The lines are cleaned as Sanic cleans them.
-    """
-
-    __slots__ = ()
-
-    @property
-    def processed_headers(self) -> Iterator[tuple[bytes, bytes]]:
-        if has_message_body(self.status):
-            self.headers.setdefault("content-type", self.content_type)
-        return map(_header_line, self.headers.items())
-
-
-@lru_cache(maxsize=1024)  # lines seen once (a request id) pass through; the recurring ones stay
-def _header_line(item: tuple[str, Any]) -> tuple[bytes, bytes]:
-    name, value = item
-    return _cleaned(name).encode("ascii"), _cleaned(f"{value}").encode(errors="surrogateescape")
-
-
-def _cleaned(text: str) -> str:
-    """Sanic's `_sanitize_header_value`, which drops NUL, CR and LF: printable text has none to drop."""
-    return text if text.isprintable() else BaseHTTPResponse._sanitize_header_value(text)
+    return HTTPResponse(status=204, headers=NOSNIFF)
 
 
 # ------------------------------------------------------------------------------------------- #
@@ -242,41 +209,12 @@ def from_json(request: Request, model: type[M]) -> M:
 
 def from_query_or_json(request: Request, model: type[M]) -> M:
     """The model's fields from the query string when any is there, otherwise from the JSON body (GET with a body)."""
-    query = request.query_string
-    if query:
-        read = _from_query if len(query) <= KEPT_QUERY_MAX else _from_query.__wrapped__
-        found = read(model, query)
-        if found is not None:
-            return found
+    args = request.args
+    found = {name: _query_value(args.get(name)) for name in model.model_fields if name in args}
+    if found:
+        return validated(model, found)
     body = json_body(request)
     return validated(model, {} if body is None else body)
-
-
-KEPT_QUERY_MAX = 512  # longer queries are checked each time, never kept
-
-
-@lru_cache(maxsize=4096)
-def _from_query(model: type[M], query: str) -> M | None:
-    """`model` from a query string, None when it holds none of the model's fields.
-
-    Kept per query string (the models are frozen): getcode is asked about the same emails again and
-    again, and checking them was as long as the rest of the handler. Refusals are not kept.
-    """
-    args = query_args(query)
-    found = {name: _query_value(args[name]) for name in model.model_fields if name in args}
-    return validated(model, found) if found else None
-
-
-def query_args(query: str) -> dict[str, str]:
-    """The query's parameters, the first value of each, as Sanic's `request.args` reads them.
-
-    A query of one `name=value` with nothing to decode (no `&`, `%` or `+`), as in every getcode, is
-    split here: urllib's `parse_qs` would give the same answer in several times the time.
-    """
-    if "&" in query or "%" in query or "+" in query:
-        return {name: values[0] for name, values in parse_qs(query, errors="replace").items()}
-    name, _, value = query.partition("=")
-    return {name: value} if value else {}  # blank values are dropped, as parse_qs drops them
 
 
 def _query_value(raw: str) -> Any:
