@@ -11,10 +11,8 @@ one it removes at exit, or the operator's, emptied first); each worker writes it
 files there, and `/metrics`, whichever worker answers it, sums every worker's files. Counters and
 the histogram are summed; the gauges are `livesum` (the sum over the workers alive: a stopping worker
 removes its gauge files). A single process (tests, `sanic` without workers) keeps them in memory.
-Nothing costly on the hot path: requests and cache lookups are counted in plain dicts and added to
-the metrics by `flush`, and the gauges are sampled: each worker does both every `SAMPLE_SECONDS` (and
-when it stops), the answering worker again just before it answers. Another worker's latest second may
-so be missing from an answer, never lost.
+Counters and the histogram are updated as things happen; the gauges are sampled, by each worker every
+`SAMPLE_SECONDS` and by the answering worker just before it answers.
 """
 
 from __future__ import annotations
@@ -24,7 +22,6 @@ import contextlib
 import os
 import shutil
 import tempfile
-from bisect import bisect_left
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -94,7 +91,7 @@ DB_POOL_MAX = Gauge(
     registry=REGISTRY,
 )
 
-CODE_CACHE_HIT = CODE_CACHE.labels("hit")  # counted through cache_hit() and cache_miss(), added by flush()
+CODE_CACHE_HIT = CODE_CACHE.labels("hit")
 CODE_CACHE_MISS = CODE_CACHE.labels("miss")
 HASH_REJECTED_PER_CLIENT = HASH_REJECTIONS.labels("per_client")
 HASH_REJECTED_QUEUE_FULL = HASH_REJECTIONS.labels("queue_full")
@@ -110,65 +107,20 @@ def rate_limited(scope: str) -> None:
     RATE_LIMITED.labels(scope).inc()
 
 
-# ------------------------------------------------------------------------------------------- #
-# The hot path: requests and cache lookups counted as plain numbers, added to the metrics by `flush`
-# ------------------------------------------------------------------------------------------- #
-
-# A prometheus-client update takes a lock and, in multiprocess mode, writes to a memory-mapped file:
-# several per request. Counting in dicts and lists here and adding the sums at most once a second costs
-# a few dict operations instead.
-_requests: dict[tuple[str | None, str, int], int] = {}  # (route path or None, method, status) -> answers
-_latency: dict[str | None, list[float]] = {}  # route -> answers per bucket (the last: +Inf), then the sum
-_cache_lookups = [0, 0]  # hits, misses
-
-
 def observe_request(request: Request, response: BaseHTTPResponse, seconds: float) -> None:
     """Count one answer (the response middleware calls this)."""
-    route = request.route
-    path = route.path if route is not None else None
-    method = request.method
-    key = (path, method if method in METHODS else "other", response.status)
-    _requests[key] = _requests.get(key, 0) + 1
-    latency = _latency.get(path)
-    if latency is None:
-        latency = _latency[path] = [0.0] * (len(LATENCY_BUCKETS) + 2)
-    latency[bisect_left(LATENCY_BUCKETS, seconds)] += 1  # the first bucket whose bound is >= seconds
-    latency[-1] += seconds
+    route = UNMATCHED if request.route is None else "/" + request.route.path
+    method = request.method if request.method in METHODS else "other"
+    REQUESTS.labels(route, method, str(response.status)).inc()
+    LATENCY.labels(route).observe(seconds)
 
 
 def cache_hit() -> None:
-    _cache_lookups[0] += 1
+    CODE_CACHE_HIT.inc()
 
 
 def cache_miss() -> None:
-    _cache_lookups[1] += 1
-
-
-def flush() -> None:
-    """Add what this process counted since the last flush to the metrics (in multiprocess mode, to its files)."""
-    counted = list(_requests.items())
-    _requests.clear()
-    for (path, method, status), count in counted:
-        REQUESTS.labels(_route_label(path), method, str(status)).inc(count)
-    timed = list(_latency.items())
-    _latency.clear()
-    for path, latency in timed:
-        histogram = LATENCY.labels(_route_label(path))
-        # Histogram.observe() adds one answer to its bucket and to the sum; these add many at once.
-        for bucket, count in zip(histogram._buckets, latency, strict=False):
-            if count:
-                bucket.inc(count)
-        histogram._sum.inc(latency[-1])
-    hits, misses = _cache_lookups
-    _cache_lookups[:] = [0, 0]
-    if hits:
-        CODE_CACHE_HIT.inc(hits)
-    if misses:
-        CODE_CACHE_MISS.inc(misses)
-
-
-def _route_label(path: str | None) -> str:
-    return UNMATCHED if path is None else "/" + path
+    CODE_CACHE_MISS.inc()
 
 
 # ------------------------------------------------------------------------------------------- #
@@ -177,8 +129,7 @@ def _route_label(path: str | None) -> str:
 
 
 def sample(app: Sanic) -> None:
-    """Flush this worker's counts and set its gauges from its hasher and its database pool."""
-    flush()
+    """Set this worker's gauges from its hasher and its database pool."""
     HASH_QUEUE.set(app.ctx.hasher.queued)
     usage = app.ctx.db.pool_usage()
     if usage is not None:
@@ -216,7 +167,6 @@ def install(app: Sanic) -> None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        flush()  # the last counts of a stopping worker are kept
 
     app.main_process_start(_prepare_directory)
     app.main_process_stop(_remove_directory)
