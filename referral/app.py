@@ -10,7 +10,7 @@ from sanic import Sanic
 
 from referral import logs, metrics
 from referral.api import api
-from referral.api.access import response_finisher
+from referral.api.access import TimedRequest, response_finisher
 from referral.api.docs import ApiDocs
 from referral.api.metrics import bp as metrics_route
 from referral.api.problems import ProblemErrorHandler
@@ -89,7 +89,9 @@ def create_app(*cli_args: Any, settings: Settings | None = None) -> ReferralApp:
         redis=redis,
     )
     logs.configure_logging(settings.log_format)
-    app: ReferralApp = Sanic("referral", ctx=ctx, error_handler=ProblemErrorHandler(), configure_logging=False)
+    app: ReferralApp = Sanic(
+        "referral", ctx=ctx, error_handler=ProblemErrorHandler(), request_class=TimedRequest, configure_logging=False
+    )
     if SANIC_CONFIG_FILE.is_file():
         app.update_config(SANIC_CONFIG_FILE)
         app.config.load_environment_vars("SANIC_")

@@ -15,7 +15,6 @@ a bcrypt hash or a URL's query string. This module imports no Sanic: services lo
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import json
@@ -33,9 +32,6 @@ ACCESS_LOGGER = "referral.access"
 SECURITY_LOGGER = "referral.security"
 EMAIL_HASH_LENGTH = 16  # hex digits: 64 bits, enough to tell accounts apart in a log
 EMAIL_HASH_CONTEXT = b"referral log email:"  # the key's use here is not its use for tokens
-PIPE_BUF = 4096  # Linux: writes up to this size to a pipe never interleave with another process's
-ACCESS_FLUSH_SECONDS = 0.01  # queued access lines are written at most this late...
-ACCESS_FLUSH_LINES = 256  # ...or once this many are queued
 
 security_log = logging.getLogger(SECURITY_LOGGER)
 
@@ -97,6 +93,15 @@ _SCRUB = (
 )
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def escape_controls(text: str) -> str:
+    """Control characters written as JSON writes them (`\\u001b`, `\\n`): text from a request (its method,
+    its path) cannot move the cursor or recolour the terminal of whoever reads the log, nor start a line."""
+    return _CONTROL.sub(lambda found: json.dumps(found.group())[1:-1], text)
+
+
 def scrub(text: str) -> str:
     for pattern, replacement in _SCRUB:
         text = pattern.sub(replacement, text)
@@ -147,7 +152,7 @@ class TextFormatter(_ServiceFormatter):
     ) -> str:
         line = (
             f"{self.clock(created)} [{self.worker}] INFO {ACCESS_LOGGER}: "
-            f"{method} {path} {status} {seconds * 1000:.2f}ms request_id={rid}"
+            f"{escape_controls(method)} {escape_controls(path)} {status} {seconds * 1000:.2f}ms request_id={rid}"
         )
         return line if user_id is None else f"{line} user_id={user_id}"
 
@@ -165,9 +170,11 @@ class TextFormatter(_ServiceFormatter):
             line = f"{head} {record.getMessage()}"
             if (rid := current_request_id()) is not None:
                 line = f"{line} request_id={rid}"
-        line = scrub(line)
+        line = escape_controls(scrub(line))
         traceback = self.traceback(record)
-        return f"{line}\n{traceback}" if traceback else line
+        if traceback is None:
+            return line
+        return "\n".join([line, *map(escape_controls, traceback.split("\n"))])
 
 
 class JsonFormatter(_ServiceFormatter):
@@ -231,17 +238,12 @@ def _json(document: dict[str, Any]) -> str:
 class ServiceHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """The one handler of the service's lines, on the root logger; stderr as it is when written to.
 
-    Access lines (`write_access`) are queued and written together ACCESS_FLUSH_SECONDS later (or once
-    ACCESS_FLUSH_LINES are queued), in writes of at most PIPE_BUF bytes ending with a line, so that
-    several workers sharing stderr never mix their lines: a write per line cost more than the rest of
-    the line. Any other line first writes the queue, so the order stays the order of events, and so does
-    a flush (at exit, `logging.shutdown`).
+    Each line is one write (stderr is line-buffered), so workers sharing stderr never mix their lines.
     """
 
     def __init__(self, formatter: logging.Formatter) -> None:
         super().__init__()
         self.setFormatter(formatter)
-        self._access_lines: list[str] = []
 
     @property  # type: ignore[override]
     def stream(self) -> Any:
@@ -250,68 +252,6 @@ class ServiceHandler(logging.StreamHandler):  # type: ignore[type-arg]
     @stream.setter
     def stream(self, _value: Any) -> None:
         pass
-
-    def write_access(self, *access: Any) -> None:
-        """Queue an access line (created, method, path, status, seconds, request id, user id), formatted
-        as a record of it would be, without a LogRecord: the fast path of `referral.api.access`."""
-        line = self.formatter.access_line(*access)  # type: ignore[union-attr]
-        with self.lock:  # type: ignore[union-attr]
-            self._access_lines.append(line)
-            queued = len(self._access_lines)
-        if queued == 1:
-            try:
-                asyncio.get_running_loop().call_later(ACCESS_FLUSH_SECONDS, self.write_access_lines)
-            except RuntimeError:  # no event loop here: write it now
-                self.write_access_lines()
-        elif queued >= ACCESS_FLUSH_LINES:
-            self.write_access_lines()
-
-    def write_access_lines(self) -> None:
-        with self.lock:  # type: ignore[union-attr]
-            lines, self._access_lines = self._access_lines, []
-            if not lines:
-                return
-            stream = sys.stderr
-            try:
-                chunk: list[str] = []
-                size = 0
-                for line in lines:
-                    if chunk and size + len(line) + 1 > PIPE_BUF:
-                        stream.write("".join(chunk))
-                        stream.flush()
-                        chunk, size = [], 0
-                    chunk.append(line + "\n")
-                    size += len(line) + 1
-                stream.write("".join(chunk))
-                stream.flush()
-            except (OSError, ValueError):  # stderr closed or gone: a log line is not worth a failed request
-                pass
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.write_access_lines()  # the lines of earlier events first
-        super().emit(record)
-
-    def flush(self) -> None:
-        self.write_access_lines()
-        super().flush()
-
-
-_root = logging.getLogger()
-_service = logging.getLogger("referral")
-_access = logging.getLogger(ACCESS_LOGGER)
-
-
-def access_handler() -> ServiceHandler | None:
-    """The service's handler when an access line would reach it and nothing else: the line can then be
-    queued for it (`ServiceHandler.write_access`), without the LogRecord and the write per line of
-    logging it. Otherwise (a test's log capture, a handler or filter added) None: log it as a record."""
-    handlers = _root.handlers
-    if len(handlers) != 1 or _access.handlers or _access.filters or _service.handlers or _service.filters:
-        return None
-    handler = handlers[0]
-    if type(handler) is not ServiceHandler or handler.filters or handler.level > logging.INFO:
-        return None
-    return handler
 
 
 def configure_logging(log_format: str) -> None:

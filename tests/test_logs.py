@@ -24,7 +24,7 @@ from referral import logs
 from referral.api.access import VALID_REQUEST_ID
 from referral.app import ReferralApp, create_app
 from referral.config import Settings
-from referral.logs import EMAIL_HASH_LENGTH, ServiceHandler, email_hash, scrub
+from referral.logs import EMAIL_HASH_LENGTH, email_hash, scrub
 from tests.conftest import TEST_SECRET
 from tests.databases import SQLiteTemplate
 from tests.factories import Factory, User, random_email
@@ -104,81 +104,34 @@ def test_one_access_line_per_request_and_nothing_secret_in_any_line(api, make, c
             assert secret not in line, (secret, line)
 
 
-@pytest.mark.parametrize("log_format", ["text", "json"])
-def test_the_access_lines_fast_path_writes_what_logging_would(serve_app, capsys, monkeypatch, log_format):
-    """With the service's handler alone on the root logger (as in production; a test's capture adds its
-    own), an access line is written without a LogRecord: the same line."""
-    served = serve_app(log_format=log_format)
-    root = logging.getLogger()
-    [ours] = [handler for handler in root.handlers if isinstance(handler, ServiceHandler)]
-    headers = {"X-Request-ID": "same-line"}
+def test_control_characters_from_the_request_line_are_escaped_in_text_lines(serve_app, capsys):
+    """A method with an ESC sequence (Sanic takes any method token) would rewrite the terminal showing the log."""
+    served = serve_app()
+
+    async def send_raw() -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+        writer.write(b"G\x1b[2JET /x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        answer = await reader.read()
+        writer.close()
+        return answer
+
     capsys.readouterr()
-    assert logs.access_handler() is None  # pytest's handlers are there too
-    served.get("/no/such/page", headers=headers)
-    logged = stderr_lines(capsys)
-    monkeypatch.setattr(root, "handlers", [ours])
-    assert logs.access_handler() is ours
-    served.get("/no/such/page", headers=headers)
-    ours.flush()
-    written = stderr_lines(capsys)
-    assert len(logged) == len(written) == 1
-
-    def comparable(line: str) -> str:  # the time and the duration differ
-        return re.sub(r"^\S+Z|\d+\.\d+ms|\"(time|duration_ms)\":[^,]+,", "", line)
-
-    assert comparable(written[0]) == comparable(logged[0])
-    assert "/no/such/page 404" in logged[0]
+    assert served.run(send_raw()).startswith(b"HTTP/1.1 404 ")
+    [line] = [line for line in stderr_lines(capsys) if "referral.access" in line]
+    assert "\x1b" not in line
+    assert "INFO referral.access: G\\u001b[2JET /x 404 " in line
 
 
-def test_queued_access_lines_are_written_together_in_whole_lines_and_in_order(monkeypatch):
-    """Access lines are queued and written ACCESS_FLUSH_SECONDS later, in writes of at most PIPE_BUF bytes
-    that end with a line (workers sharing a pipe never mix lines), and before any other line."""
-    writes: list[str] = []
-
-    class Stderr:
-        def write(self, text: str) -> None:
-            writes.append(text)
-
-        def flush(self) -> None:
-            pass
-
-    monkeypatch.setattr(sys, "stderr", Stderr())
-    handler = ServiceHandler(logs.TextFormatter())
-
-    async def turn() -> None:
-        for n in range(100):
-            handler.write_access(0.0, "GET", f"/refer/getcode/{n}", 200, 0.001, f"id-{n}", None)
-        await asyncio.sleep(0)
-        assert writes == []  # queued for ACCESS_FLUSH_SECONDS
-        await asyncio.sleep(logs.ACCESS_FLUSH_SECONDS * 3)
-        assert writes
-        handler.write_access(0.0, "GET", "/before-the-warning", 200, 0.001, "id-last", None)
-        handler.handle(logging.LogRecord("referral.errors", logging.WARNING, "", 0, "a warning", (), None))
-
-    asyncio.run(turn())
-    assert len(writes) > 3
-    assert all(len(text.encode()) <= logs.PIPE_BUF and text.endswith("\n") for text in writes)
-    lines = "".join(writes).splitlines()
-    assert [line.split()[5] for line in lines[:101]] == [f"/refer/getcode/{n}" for n in range(100)] + [
-        "/before-the-warning"
-    ]
-    assert lines[101].endswith("WARNING referral.errors: a warning")
-
-
-def test_a_long_queue_of_access_lines_is_written_at_once(monkeypatch):
-    writes: list[str] = []
-    monkeypatch.setattr(
-        sys, "stderr", type("Stderr", (), {"write": lambda _, text: writes.append(text), "flush": lambda _: None})()
-    )
-    handler = ServiceHandler(logs.JsonFormatter())
-
-    async def burst() -> None:
-        for n in range(logs.ACCESS_FLUSH_LINES):
-            handler.write_access(0.0, "GET", "/health", 200, 0.001, f"id-{n}", None)
-        assert len("".join(writes).splitlines()) == logs.ACCESS_FLUSH_LINES  # without waiting
-
-    asyncio.run(burst())
-    assert all(json.loads(line)["path"] == "/health" for line in "".join(writes).splitlines())
+def test_text_lines_escape_control_characters_as_json_does_and_keep_the_tracebacks_lines():
+    formatter = logs.TextFormatter()
+    try:
+        raise ValueError("bad \x1b[2J value")
+    except ValueError:
+        record = logging.LogRecord("referral.x", logging.ERROR, "", 0, "line\nforged\r\x07", (), sys.exc_info())
+    first, *traceback = formatter.format(record).split("\n")
+    assert first.endswith("ERROR referral.x: line\\nforged\\r\\u0007")
+    assert traceback[0] == "Traceback (most recent call last):"
+    assert traceback[-1] == "ValueError: bad \\u001b[2J value"
 
 
 def test_access_line_off_keeps_the_request_id(serve_app, capsys):

@@ -13,11 +13,11 @@ It is on the hot path: no work is done that the line or the metrics do not need.
 from __future__ import annotations
 
 import logging
-import os
-import random
 import re
+import secrets
 from collections.abc import Callable
-from time import perf_counter, time
+from time import perf_counter
+from typing import Any
 
 from sanic import Request
 from sanic.exceptions import ServerError
@@ -30,19 +30,13 @@ VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 access_log = logging.getLogger(logs.ACCESS_LOGGER)
 
-_ids = random.Random()  # noqa: S311 - a request id is a label, not a secret
 
+class TimedRequest(Request):
+    """Sanic's Request, knowing when it began: made as soon as its headers are read (`Sanic(request_class=...)`)."""
 
-def _reseed() -> None:
-    _ids.seed(os.urandom(16))
-
-
-_reseed()
-os.register_at_fork(after_in_child=_reseed)  # a forked worker must not repeat its parent's ids
-
-
-def new_request_id() -> str:
-    return _ids.randbytes(8).hex()
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.started = perf_counter()
 
 
 def request_id(request: Request) -> str:
@@ -51,7 +45,7 @@ def request_id(request: Request) -> str:
     found: str | None = getattr(ctx, "request_id", None)
     if found is None:
         given = request.headers.get(REQUEST_ID_HEADER)
-        found = given if given is not None and VALID_REQUEST_ID.fullmatch(given) else new_request_id()
+        found = given if given is not None and VALID_REQUEST_ID.fullmatch(given) else secrets.token_hex(8)
         ctx.request_id = found
     return found
 
@@ -74,24 +68,18 @@ def response_finisher(*, access: bool, observe: RequestObserver | None) -> Calla
 
     A plain function (Sanic awaits a middleware only when it returns an awaitable).
     """
-    info = logging.INFO
 
     def finish_response(request: Request, response: BaseHTTPResponse) -> None:
         rid = request_id(request)
         response.headers[REQUEST_ID_HEADER] = rid
-        started = getattr(request.stream, "perft0", None)  # Sanic's own start: when the headers were read
-        seconds = perf_counter() - started if started is not None else 0.0
+        seconds = perf_counter() - request.started if isinstance(request, TimedRequest) else 0.0
         if observe is not None:
             observe(request, response, seconds)
-        if access and access_log.isEnabledFor(info):
+        if access:
             method, path, status = request.method, request.path, response.status
             user_id = getattr(request.ctx, "user_id", None)
-            handler = logs.access_handler()
-            if handler is not None:  # only the service's handler would see it: skip the LogRecord
-                handler.write_access(time(), method, path, status, seconds, rid, user_id)
-            else:
-                record = logging.LogRecord(logs.ACCESS_LOGGER, info, "", 0, "%s %s %s", (method, path, status), None)
-                record.access = (method, path, status, seconds, rid, user_id)
-                access_log.handle(record)
+            access_log.info(
+                "%s %s %s", method, path, status, extra={"access": (method, path, status, seconds, rid, user_id)}
+            )
 
     return finish_response
