@@ -11,12 +11,10 @@ they count in process again: each process then allows the full limit on its own,
 
 from __future__ import annotations
 
-import inspect
 import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from functools import lru_cache, partial
 from typing import Literal, TypeVar
 
 from limits import RateLimitItem, parse
@@ -28,23 +26,10 @@ from referral.errors import RateLimited
 from referral.redis_link import REDIS_ERRORS, RedisLink
 
 LOGIN = "login"
-IP_KEYS_KEPT = 4096  # the per-IP limit's keys of the clients seen last
 SWEEP_SECONDS = 1.0
 
 T = TypeVar("T")
 Strategy = Literal["sliding", "fixed"]  # a field of `Counters`
-
-
-class SlidingWindow(SlidingWindowCounterRateLimiter):
-    """limits' sliding window counter, also hit with a key built beforehand (`hit_key`).
-
-    The per-IP limit is checked on every request, and limits builds the key again on each hit: here
-    each client's key is built once (`RateLimits.hit_ip`), and the hit is the storage's own step.
-    """
-
-    def hit_key(self, item: RateLimitItem, key: str) -> Awaitable[bool]:
-        """`hit(item, *identifiers)` where `key` is `item.key_for(*identifiers)`."""
-        return self.storage.acquire_sliding_window_entry(key, item.amount, item.get_expiry())
 
 
 @dataclass(frozen=True)
@@ -52,12 +37,12 @@ class Counters:
     """One storage and the two strategies on it."""
 
     storage: Storage
-    sliding: SlidingWindow  # two counters a key: its cost does not grow with the hits
+    sliding: SlidingWindowCounterRateLimiter  # two counters a key: its cost does not grow with the hits
     fixed: FixedWindowRateLimiter  # for failed logins: its counter can be given back
 
     @classmethod
     def on(cls, storage: Storage) -> Counters:
-        return cls(storage, SlidingWindow(storage), FixedWindowRateLimiter(storage))
+        return cls(storage, SlidingWindowCounterRateLimiter(storage), FixedWindowRateLimiter(storage))
 
 
 class InProcessCounters(MemoryStorage):
@@ -66,79 +51,28 @@ class InProcessCounters(MemoryStorage):
     limits' MemoryStorage starts a sweep over every key it holds after each increment, so a hit
     costs time in proportion to the clients counted in the window (about 1.4 ms a hit with 10,000
     of them: bench/RESULTS.md): a stranger with many addresses would slow every request down. Here
-    a key found expired is dropped when read, as MemoryStorage does, and the others at most once
-    every SWEEP_SECONDS. Nothing here awaits, so the event loop runs each hit whole: no locks.
-
-    The sliding window counter (the per-IP and per-user limits, a hit on every request) keeps one
-    entry a key, `windows`: the window it was last hit in, that window's hits and the previous one's.
-    MemoryStorage keeps a counter a window under a key made for it; the counts are the same, and so
-    is the sliding window computed from them (limits' formula), without making two keys a hit.
+    `incr` and `decr`, the two that start it, drop a key found expired as `get` does, and the other
+    expired keys at most every SWEEP_SECONDS. Nothing here awaits anything that waits, so the event
+    loop runs each call whole: no locks.
     """
 
     def __init__(self) -> None:
         super().__init__()
-        self.windows: dict[str, tuple[int, int, int, int]] = {}  # key -> (window, its hits, previous's, expiry)
         self._next_sweep = 0.0
 
-    async def get(self, key: str) -> int:
-        return self._count(key, time.time())
-
     async def incr(self, key: str, expiry: float, amount: int = 1) -> int:
-        return self._add(key, expiry, amount, time.time())
-
-    async def decr(self, key: str, amount: int = 1) -> int:
-        count = self._count(key, time.time())
-        if count:
-            count = self.storage[key] = max(count - amount, 0)
-        return count
-
-    async def acquire_sliding_window_entry(self, key: str, limit: int, expiry: int, amount: int = 1) -> bool:
-        """limits' sliding window counter, in one step: no await between reading the two windows and
-        counting the hit, so no other hit can come between them."""
-        if amount > limit:
-            return False
+        count = self.storage[key] = await self.get(key) + amount
         now = time.time()
-        window, previous, current = self._windows_of(key, expiry, now)
-        if math.floor(previous * _previous_ttl(now, expiry, previous) / expiry + current) + amount > limit:
-            return False
-        self.windows[key] = (window, current + amount, previous, expiry)
-        if now >= self._next_sweep:
-            self._sweep(now)
-        return True
-
-    async def get_sliding_window(self, key: str, expiry: int) -> tuple[int, float, int, float]:
-        now = time.time()
-        _, previous, current = self._windows_of(key, expiry, now)
-        return previous, _previous_ttl(now, expiry, previous), current, (1 - ((now / expiry) % 1)) * expiry + expiry
-
-    async def clear_sliding_window(self, key: str, expiry: int) -> None:
-        self.windows.pop(key, None)
-
-    async def reset(self) -> int | None:
-        self.windows.clear()
-        return await super().reset()
-
-    def _windows_of(self, key: str, expiry: int, now: float) -> tuple[int, int, int]:
-        """The current window's number, then the hits of the previous window and of this one."""
-        window = int(now / expiry)
-        last, hits, previous_hits, _ = self.windows.get(key, (window, 0, 0, expiry))
-        if last == window:
-            return window, previous_hits, hits
-        return window, hits if last == window - 1 else 0, 0
-
-    def _count(self, key: str, now: float) -> int:
-        if self.expirations.get(key, 0.0) <= now:
-            self.storage.pop(key, None)
-            self.expirations.pop(key, None)
-            return 0
-        return self.storage[key]
-
-    def _add(self, key: str, expiry: float, amount: int, now: float) -> int:
-        count = self.storage[key] = self._count(key, now) + amount
         if count == amount:
             self.expirations[key] = now + expiry
         if now >= self._next_sweep:
             self._sweep(now)
+        return count
+
+    async def decr(self, key: str, amount: int = 1) -> int:
+        count = await self.get(key)
+        if count:
+            count = self.storage[key] = max(count - amount, 0)
         return count
 
     def _sweep(self, now: float) -> None:
@@ -146,36 +80,12 @@ class InProcessCounters(MemoryStorage):
         for key in [key for key, expires in self.expirations.items() if expires <= now]:
             del self.expirations[key]
             self.storage.pop(key, None)
-        for key in [key for key, (last, _, _, expiry) in self.windows.items() if (last + 2) * expiry <= now]:
-            del self.windows[key]  # its last window is no longer even the previous one
-
-
-def _previous_ttl(now: float, expiry: int, previous_hits: int) -> float:
-    """How much of the previous window still overlaps the last `expiry` seconds (limits' formula)."""
-    return (1 - (((now - expiry) / expiry) % 1)) * expiry if previous_hits else 0.0
-
-
-# limits wraps each storage method in a coroutine that turns the storage's own errors into StorageError
-# (with wrap_exceptions=True): this storage raises none, and the wrappers were a third of a hit's time.
-for _name in (
-    "get",
-    "incr",
-    "decr",
-    "clear",
-    "reset",
-    "get_expiry",
-    "acquire_sliding_window_entry",
-    "get_sliding_window",
-    "clear_sliding_window",
-):
-    setattr(InProcessCounters, _name, inspect.unwrap(getattr(InProcessCounters, _name)))
 
 
 class RateLimits:
     def __init__(self, settings: Settings, redis: RedisLink | None = None) -> None:
         self.enabled = settings.rate_limit
         self.per_ip: RateLimitItem = parse(settings.rate_limit_ip)
-        self._ip_key = lru_cache(maxsize=IP_KEYS_KEPT)(partial(self.per_ip.key_for, "ip"))  # (scope, ip) -> key
         self.per_user: RateLimitItem = parse(settings.rate_limit_user)
         self.failed_logins: RateLimitItem = parse(settings.rate_limit_login)
         self.redis = redis
@@ -197,8 +107,7 @@ class RateLimits:
         """Count a request from `ip`; RateLimited once the per-IP limit is used up."""
         if not self.enabled:
             return
-        key = self._ip_key(scope, ip)
-        if not await self._use(lambda counters: counters.sliding.hit_key(self.per_ip, key)):
+        if not await self._use(lambda counters: counters.sliding.hit(self.per_ip, "ip", scope, ip)):
             raise RateLimited(retry_after=await self._retry_after("sliding", self.per_ip, "ip", scope, ip))
 
     async def hit_user(self, user_id: int) -> None:
@@ -241,20 +150,13 @@ class RateLimits:
 
         return max(1, math.ceil(await self._use(window_reset) - time.time()))
 
-    def _use(self, action: Callable[[Counters], Awaitable[T]]) -> Awaitable[T]:
-        """`action` on the shared counters while Redis is up, otherwise (or when it fails) on this process's.
-
-        Not a coroutine itself: in process, the action's own is awaited (a hit is on every request).
-        """
+    async def _use(self, action: Callable[[Counters], Awaitable[T]]) -> T:
+        """`action` on the shared counters while Redis is up, otherwise (or when it fails) on this process's."""
         if self.shared is not None and self.redis is not None and self.redis.up:
-            return self._use_shared(action, self.shared, self.redis)
-        return action(self.local)
-
-    async def _use_shared(self, action: Callable[[Counters], Awaitable[T]], shared: Counters, redis: RedisLink) -> T:
-        try:
-            return await action(shared)
-        except REDIS_ERRORS as error:
-            redis.failed(error)
+            try:
+                return await action(self.shared)
+            except REDIS_ERRORS as error:
+                self.redis.failed(error)
         return await action(self.local)
 
 

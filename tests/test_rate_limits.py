@@ -145,18 +145,18 @@ def test_in_process_counters_cost_does_not_grow_with_the_clients(monkeypatch):
     clock[0] += SWEEP_SECONDS
     assert asyncio.run(hits(1, network=1)) == [True]
     assert counters.sweeps == 2
-    assert len(counters.windows) == 10_001  # nothing expired yet: a window's hits count in the next one too
+    assert len(counters.storage) == 10_001  # nothing expired yet: a window's hits count in the next one too
 
     clock[0] += 2 * 60
     assert asyncio.run(hits(1)) == [True]  # the first client again: its windows have passed
     assert counters.sweeps == 3
-    assert len(counters.windows) == 1  # the other 9,999 clients' counters were swept
+    assert len(counters.storage) == 1  # the other 9,999 clients' counters were swept
 
 
 @pytest.mark.sqlite_only
 def test_in_process_counters_allow_what_limits_own_storage_allows(monkeypatch):
     """The same sliding window as limits' MemoryStorage computes: hits at uneven times over five
-    windows, refused and allowed alike by both (our storage computes a hit in one step of its own)."""
+    windows, refused and allowed alike by both."""
     clock = [1_000_020.0]
     monkeypatch.setattr(time, "time", lambda: clock[0])
     per_ip = parse("5/minute")

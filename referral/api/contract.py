@@ -8,7 +8,6 @@ build plain dicts that orjson serialises directly.
 
 from __future__ import annotations
 
-import importlib
 import re
 from functools import lru_cache
 from typing import (
@@ -54,14 +53,6 @@ def normalise_email(value: str) -> str:
     except EmailNotValidError as error:
         raise ValueError(f"is not a valid email address: {error}") from None
     return checked.normalized.lower()
-
-
-# email_validator checks an address's domain anew each time (IDNA, character by character: most of a
-# check, bench/RESULTS.md), though addresses share few domains. That check is a function of the domain
-# alone, and its answer is only read: it is kept for the last 1,024 domains (refusals are not kept).
-_email_checks = importlib.import_module("email_validator.validate_email")
-if hasattr(_email_checks, "validate_email_domain_name"):  # tests/test_user.py fails if it is ever gone
-    _email_checks.validate_email_domain_name = lru_cache(maxsize=1024)(_email_checks.validate_email_domain_name)
 
 
 def _encodable(value: str) -> str:
