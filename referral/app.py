@@ -69,7 +69,9 @@ def create_app(*cli_args: Any, settings: Settings | None = None) -> ReferralApp:
         if settings.redis_url
         else None
     )
-    cache = CodeCache(ttl=settings.code_cache_ttl, maxsize=settings.code_cache_size, redis=redis)
+    cache = CodeCache(
+        ttl=settings.code_cache_ttl, maxsize=settings.code_cache_size, redis=redis, secret_key=settings.secret_key
+    )
     rate_limits = RateLimits(settings, redis)
     hasher = PasswordHasher(
         rounds=settings.bcrypt_rounds,

@@ -23,21 +23,34 @@ failed to delete them). What is left: an instance that never noticed the outage 
 entry until the writer's recovery (about a second after Redis is back) or its TTL.
 
 A cached code is never served past its expiry, in either store. Referral registration never reads it.
+
+An entry in Redis is JSON with a version, read back through `CodeInfo`'s rules (`decode`): an entry
+this code cannot read (another version's, during a rolling deploy) or that breaks those rules is a
+miss, never an error or a wrong answer. Keys name an email by a keyed hash (`email_key`), never as is.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 import secrets
 import time
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Annotated, Literal
 
 from cachetools import TTLCache
+from pydantic import Field, TypeAdapter, ValidationError
 
 from referral.clock import utcnow
 from referral.redis_link import REDIS_ERRORS, RedisLink
-from referral.services.models import CodeInfo
+from referral.services.models import DAY_MAX, CodeInfo
 
+ENTRY_VERSION = 1
+KEY_CONTEXT = b"referral cache key:"  # the key's use here is not its use for tokens or logs
+LONGEST_EXPIRY = timedelta(days=DAY_MAX + 1)  # from now: a code lives DAY_MAX days, plus clock skew
+CLOCK_SKEW_SECONDS = 60  # how far in the future another instance may have filled an entry
 LEASE_MS = 10_000
 MAX_PENDING = 10_000  # invalidations kept during an outage; past it, every entry is deleted on recovery
 DELETE_BATCH = 500
@@ -60,12 +73,15 @@ Ticket = int | str | None
 class CodeCache:
     """`get`, then on a miss `fill_ticket` before reading the database and `put` after; writes `invalidate`."""
 
-    def __init__(self, *, ttl: int, maxsize: int = 10_000, redis: RedisLink | None = None) -> None:
+    def __init__(
+        self, *, ttl: int, maxsize: int = 10_000, redis: RedisLink | None = None, secret_key: str = ""
+    ) -> None:
         self.enabled = ttl > 0
         self.ttl = ttl
         self._entries: TTLCache[str, CodeInfo] = TTLCache(maxsize=maxsize, ttl=max(ttl, 1))
         self._invalidations = 0
-        self.shared = SharedEntries(redis, ttl=ttl) if redis is not None and self.enabled else None
+        shared = redis is not None and self.enabled
+        self.shared = SharedEntries(redis, ttl=ttl, secret_key=secret_key) if shared else None
 
     async def get(self, email: str) -> CodeInfo | None:
         if not self.enabled:
@@ -115,10 +131,11 @@ class CodeCache:
 
 
 class SharedEntries:
-    """The cache in Redis: `{prefix}:code:{email}` entries and `{prefix}:code-lease:{email}` leases."""
+    """The cache in Redis: `{prefix}:code:{email_key}` entries and `{prefix}:code-lease:{email_key}` leases."""
 
-    def __init__(self, link: RedisLink, *, ttl: int) -> None:
+    def __init__(self, link: RedisLink, *, ttl: int, secret_key: str) -> None:
         self.link = link
+        self.secret_key = secret_key
         self.ttl_ms = ttl * 1000
         self.entry_prefix = f"{link.prefix}:code:"
         self.lease_prefix = f"{link.prefix}:code-lease:"
@@ -132,7 +149,7 @@ class SharedEntries:
         if not self.link.up:
             return None
         try:
-            value = await self.link.client.get(self.entry_prefix + email)
+            value = await self.link.client.get(self.entry_prefix + self.key(email))
         except REDIS_ERRORS as error:
             self.link.failed(error)
             return None
@@ -151,7 +168,7 @@ class SharedEntries:
             return None
         token = secrets.token_hex(8)
         try:
-            await self.link.client.set(self.lease_prefix + email, token, px=LEASE_MS)
+            await self.link.client.set(self.lease_prefix + self.key(email), token, px=LEASE_MS)
         except REDIS_ERRORS as error:
             self.link.failed(error)
             return None
@@ -161,7 +178,7 @@ class SharedEntries:
         ttl_ms = min(self.ttl_ms, int((entry.expires_at - utcnow()).total_seconds() * 1000))
         if ttl_ms <= 0 or not self.link.up:
             return
-        keys = [self.entry_prefix + email, self.lease_prefix + email]
+        keys = [prefix + self.key(email) for prefix in self._prefixes]
         try:
             await self._fill(keys=keys, args=[lease, encode(entry, filled_at=time.time()), ttl_ms])
         except REDIS_ERRORS as error:
@@ -170,7 +187,7 @@ class SharedEntries:
     async def drop(self, email: str) -> None:
         if self.link.up:
             try:
-                await self.link.client.delete(self.entry_prefix + email, self.lease_prefix + email)
+                await self.link.client.delete(*(prefix + self.key(email) for prefix in self._prefixes))
                 return
             except REDIS_ERRORS as error:
                 self.link.failed(error)
@@ -178,6 +195,9 @@ class SharedEntries:
             self._pending.add(email)
         else:
             self._overflowed = True
+
+    def key(self, email: str) -> str:
+        return email_key(email, self.secret_key)
 
     def distrust_until(self, moment: float) -> None:
         self._trusted_after = max(self._trusted_after, moment)
@@ -192,7 +212,9 @@ class SharedEntries:
                 continue
             batch = [self._pending.pop() for _ in range(min(DELETE_BATCH, len(self._pending)))]
             try:
-                await self.link.client.delete(*(prefix + email for email in batch for prefix in self._prefixes))
+                await self.link.client.delete(
+                    *(prefix + self.key(email) for email in batch for prefix in self._prefixes)
+                )
             except REDIS_ERRORS:
                 self._pending.update(batch)
                 raise
@@ -218,17 +240,37 @@ class SharedEntries:
         return (self.entry_prefix, self.lease_prefix)
 
 
-def encode(entry: CodeInfo, *, filled_at: float) -> str:
-    return f"{entry.user_id}|{filled_at!r}|{entry.expires_at.isoformat()}|{entry.code}"
+def email_key(email: str, secret_key: str) -> str:
+    """An email's name in Redis keys: HMAC-SHA256 keyed with SECRET_KEY, 128 bits in hex."""
+    mac = hmac.new(secret_key.encode(), KEY_CONTEXT + email.encode("utf-8", "surrogatepass"), hashlib.sha256)
+    return mac.hexdigest()[:32]
+
+
+@dataclass(frozen=True, slots=True)
+class CachedCode:
+    """An entry in Redis: the code, when it was filled (time.time()), and the version of this shape."""
+
+    version: Literal[1]
+    filled_at: Annotated[float, Field(gt=0, allow_inf_nan=False)]
+    code: CodeInfo
+
+
+CACHED_CODE = TypeAdapter(CachedCode)
+
+
+def encode(entry: CodeInfo, *, filled_at: float) -> bytes:
+    return CACHED_CODE.dump_json(CachedCode(ENTRY_VERSION, filled_at, entry))
 
 
 def decode(value: bytes) -> tuple[CodeInfo, float] | None:
-    """The entry and when it was filled; None for a value this version cannot read."""
+    """The entry and when it was filled; None for a value this version cannot read or should not trust."""
     try:
-        user_id, filled_at, expires_at, code = value.decode().split("|", 3)
-        return CodeInfo(int(user_id), code, datetime.fromisoformat(expires_at)), float(filled_at)
-    except ValueError:
+        cached = CACHED_CODE.validate_json(value)
+    except ValidationError:
         return None
+    if cached.code.expires_at > utcnow() + LONGEST_EXPIRY or cached.filled_at > time.time() + CLOCK_SKEW_SECONDS:
+        return None
+    return cached.code, cached.filled_at
 
 
 def glob_escape(text: str) -> str:

@@ -8,6 +8,7 @@ test runs sharing one Redis never see each other's keys.
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 import time
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ import pytest
 import redis
 
 from referral.app import create_app
-from referral.cache import CodeCache, encode
+from referral.cache import CodeCache, email_key, encode
 from referral.clock import utcnow
 from referral.config import ConfigError, Settings, load_settings
 from referral.db import codes as code_queries
@@ -57,6 +58,11 @@ def shared_settings(settings: Settings, prefix: str) -> Settings:
     return settings.with_overrides(redis_url=REDIS_URL, service_name=prefix, redis_timeout_ms=PATIENT_MS)
 
 
+def entry_key(prefix: str, email: str, *, kind: str = "code") -> str:
+    """The Redis key of `email`'s cache entry (or lease) under a cache built without a secret_key."""
+    return f"{prefix}:{kind}:{email_key(email, '')}"
+
+
 def code(expires_in: timedelta = timedelta(days=1), name: str = "CODE-1") -> CodeInfo:
     return CodeInfo(1, name, (utcnow() + expires_in).replace(microsecond=0))
 
@@ -79,10 +85,10 @@ def test_the_cache_lives_in_redis_with_a_ttl_capped_by_the_setting_and_the_code(
             ):
                 await cache.put(email, entry, ticket=await cache.fill_ticket(email))
                 assert await cache.get(email) == entry
-                assert cap_ms - 2_000 < redis_client.pttl(f"{prefix}:code:{email}") <= cap_ms
+                assert cap_ms - 2_000 < redis_client.pttl(entry_key(prefix, email)) <= cap_ms
             gone = code(timedelta(seconds=-1))
             await cache.put("gone@example.com", gone, ticket=await cache.fill_ticket("gone@example.com"))
-            assert not redis_client.exists(f"{prefix}:code:gone@example.com")  # an expired code is not stored
+            assert not redis_client.exists(entry_key(prefix, "gone@example.com"))  # an expired code is not stored
         finally:
             await link.close()
 
@@ -94,8 +100,75 @@ def test_a_cached_code_is_never_served_past_its_expiry(redis_client, prefix):
         link = RedisLink(REDIS_URL, prefix=prefix, timeout=PATIENT_MS / 1000)
         try:
             stale = encode(code(timedelta(seconds=-1)), filled_at=time.time())
-            redis_client.set(f"{prefix}:code:a@example.com", stale, px=60_000)  # as if the clock had moved on
+            redis_client.set(entry_key(prefix, "a@example.com"), stale, px=60_000)  # as if the clock had moved on
             assert await CodeCache(ttl=60, redis=link).get("a@example.com") is None
+        finally:
+            await link.close()
+
+    asyncio.run(scenario())
+
+
+FILLED = time.time()
+EXPIRES = (utcnow() + timedelta(days=30)).replace(microsecond=0)
+GOOD = {"user_id": 1, "code": "CODE-1", "expires_at": EXPIRES.isoformat()}
+READABLE = json.dumps({"version": 1, "filled_at": FILLED, "code": GOOD})
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        pytest.param({"version": 2, "filled_at": FILLED, "code": GOOD, "max_uses": 5}, id="a future version"),
+        pytest.param(f"1|{FILLED}|{EXPIRES.isoformat()}|CODE-1", id="the pipe-delimited entry before versions"),
+        pytest.param({"version": 1, "filled_at": FILLED, "code": {**GOOD, "user_id": -5}}, id="user id -5"),
+        pytest.param(
+            {"version": 1, "filled_at": FILLED, "code": {**GOOD, "user_id": 2**64}},
+            id="user id over 64 bits",
+        ),
+        pytest.param({"version": 1, "filled_at": FILLED, "code": {**GOOD, "code": "X" * 2**20}}, id="a 1 MB code"),
+        pytest.param(
+            {"version": 1, "filled_at": FILLED, "code": {**GOOD, "code": "no spaces"}},
+            id="a code with a space",
+        ),
+        pytest.param(
+            {"version": 1, "filled_at": FILLED, "code": {**GOOD, "expires_at": "9999-12-31T00:00:00+00:00"}},
+            id="year 9999",
+        ),
+        pytest.param(
+            {"version": 1, "filled_at": FILLED, "code": {**GOOD, "expires_at": EXPIRES.isoformat()[:-6]}},
+            id="a naive datetime",
+        ),
+        pytest.param(f'{{"version": 1, "filled_at": NaN, "code": {json.dumps(GOOD)}}}', id="filled_at nan"),
+        pytest.param({"version": 1, "filled_at": FILLED + 86_400, "code": GOOD}, id="filled tomorrow"),
+        pytest.param({"version": 1, "code": GOOD}, id="no filled_at"),
+        pytest.param("not json at all", id="not json"),
+    ],
+)
+def test_an_entry_this_code_cannot_read_or_trust_is_a_miss(redis_client, prefix, entry):
+    async def scenario() -> None:
+        link = RedisLink(REDIS_URL, prefix=prefix, timeout=PATIENT_MS / 1000)
+        try:
+            value = entry if isinstance(entry, str) else json.dumps(entry)
+            redis_client.set(entry_key(prefix, "a@example.com"), value, px=60_000)
+            assert await CodeCache(ttl=60, redis=link).get("a@example.com") is None
+            redis_client.set(entry_key(prefix, "a@example.com"), READABLE, px=60_000)
+            served = CodeInfo(1, "CODE-1", EXPIRES)
+            assert await CodeCache(ttl=60, redis=link).get("a@example.com") == served  # a readable one is served
+        finally:
+            await link.close()
+
+    asyncio.run(scenario())
+
+
+def test_keys_name_an_email_by_a_keyed_hash(redis_client, prefix):
+    async def scenario() -> None:
+        link = RedisLink(REDIS_URL, prefix=prefix, timeout=PATIENT_MS / 1000)
+        try:
+            keyed = CodeCache(ttl=60, redis=link, secret_key="one secret key that is long enough")
+            await keyed.put("a@example.com", code(), ticket=await keyed.fill_ticket("a@example.com"))
+            [key] = [key.decode() for key in redis_client.scan_iter(match=f"{prefix}:*")]
+            assert "example" not in key
+            assert key == f"{prefix}:code:{email_key('a@example.com', 'one secret key that is long enough')}"
+            assert email_key("a@example.com", "another secret key, just as long") not in key
         finally:
             await link.close()
 
@@ -113,7 +186,7 @@ def test_a_fill_that_raced_a_write_is_not_stored(redis_client, prefix):
             await other_instance.invalidate(email)  # ...a write commits and invalidates meanwhile...
             await cache.put(email, code(name="STALE"), ticket=ticket)  # ...so its (old) answer is not stored
             assert await cache.get(email) is None
-            assert not redis_client.exists(f"{prefix}:code:{email}")
+            assert not redis_client.exists(entry_key(prefix, email))
 
             first = await cache.fill_ticket(email)  # two lookups miss at once: the later lease wins
             second = await other_instance.fill_ticket(email)
@@ -123,7 +196,9 @@ def test_a_fill_that_raced_a_write_is_not_stored(redis_client, prefix):
             assert (await cache.get(email)).code == "SECOND"
 
             late = await cache.fill_ticket(email)
-            redis_client.delete(f"{prefix}:code-lease:{email}")  # as if the lease had expired (a slow read)
+            redis_client.delete(
+                entry_key(prefix, email, kind="code-lease")
+            )  # as if the lease had expired (a slow read)
             await cache.put(email, code(name="LATE"), ticket=late)
             assert (await cache.get(email)).code == "SECOND"
         finally:
@@ -182,7 +257,7 @@ def test_invalidations_that_could_not_reach_redis_are_sent_before_it_is_used_aga
             proxied_url(proxy, redis_client), prefix=prefix, timeout=PATIENT_MS / 1000, retry_interval=0.05
         )
         cache = CodeCache(ttl=60, redis=link)
-        key = f"{prefix}:code:a@example.com"
+        key = entry_key(prefix, "a@example.com")
         try:
             await cache.put("a@example.com", code(), ticket=await cache.fill_ticket("a@example.com"))
             assert redis_client.exists(key)
@@ -210,16 +285,16 @@ def test_after_an_outage_entries_filled_before_it_are_not_trusted(redis_client, 
         writer_link = RedisLink(url, prefix=prefix, timeout=PATIENT_MS / 1000, retry_interval=60)
         reader, writer = CodeCache(ttl=60, redis=reader_link), CodeCache(ttl=60, redis=writer_link)
         try:
-            await reader.put("a@example.com", code(name="OLD"), ticket=await reader.fill_ticket("a@example.com"))
+            await reader.put("a@example.com", code(name="OLD-CODE"), ticket=await reader.fill_ticket("a@example.com"))
             proxy.cut()
             await writer.invalidate("a@example.com")  # cannot reach Redis
             assert await reader.get("a@example.com") is None  # the reader notices the outage
             proxy.restore()
             await wait_until_up(reader_link)
-            assert redis_client.exists(f"{prefix}:code:a@example.com")  # the writer has not come back yet
+            assert redis_client.exists(entry_key(prefix, "a@example.com"))  # the writer has not come back yet
             assert await reader.get("a@example.com") is None  # but the reader does not serve it
-            await reader.put("a@example.com", code(name="NEW"), ticket=await reader.fill_ticket("a@example.com"))
-            assert (await reader.get("a@example.com")).code == "NEW"  # refilled entries are served again
+            await reader.put("a@example.com", code(name="NEW-CODE"), ticket=await reader.fill_ticket("a@example.com"))
+            assert (await reader.get("a@example.com")).code == "NEW-CODE"  # refilled entries are served again
         finally:
             await reader_link.close()
             await writer_link.close()

@@ -21,6 +21,7 @@ import httpx
 import pytest
 import redis
 
+from referral.cache import email_key
 from referral.redis_link import BACK_MESSAGE, OUTAGE_MESSAGE
 from tests.conftest import TEST_SECRET
 from tests.databases import migrate
@@ -135,6 +136,11 @@ def sign_up(instance: Instance) -> Account:
     return Account(email, {"authorization": login.json()["token"]})
 
 
+def cache_key(service_name: str, email: str) -> str:
+    """The Redis key of `email`'s cached code in an instance of these tests (SECRET_KEY=TEST_SECRET)."""
+    return f"{service_name}:code:{email_key(email, TEST_SECRET)}"
+
+
 def wait_for_log(instance: Instance, text: str, *, count: int = 1, seconds: float = 15) -> None:
     deadline = time.monotonic() + seconds
     while instance.log_count(text) < count:
@@ -151,7 +157,7 @@ def test_two_instances_see_each_others_code_writes_on_the_very_next_request(star
         writer, reader = (a, b) if turn % 2 == 0 else (b, a)
         for instance in (reader, writer, reader):  # both look it up, so that it is cached (in Redis)
             assert instance.getcode(account.email).json() == current
-        assert redis_client.exists(f"{service_name}:code:{account.email}")  # the cache is in Redis
+        assert redis_client.exists(cache_key(service_name, account.email))  # the cache is in Redis
         if turn % 3 == 2:  # an edit: same code, new expiry
             answer = writer.request("POST", "/refer/update_code", json={"day": 10 + turn}, headers=account.auth)
             assert answer.status_code == 200
@@ -189,7 +195,7 @@ def test_a_redis_outage_keeps_every_answer_right_warns_once_and_ends_by_itself(s
         first = a.request("POST", "/refer/update_code", json={"day": 3}, headers=account.auth).json()
         assert b.getcode(account.email).json() == first
         assert a.getcode(account.email).json() == first
-        assert redis_client.exists(f"{service_name}:code:{account.email}")  # cached in Redis before the cut
+        assert redis_client.exists(cache_key(service_name, account.email))  # cached in Redis before the cut
 
         proxy.cut()
         answers = []
@@ -223,7 +229,7 @@ def test_a_redis_outage_keeps_every_answer_right_warns_once_and_ends_by_itself(s
         fourth = a.request("POST", "/refer/update_code", json={"day": 6, "code": "fourth-code"}, headers=account.auth)
         for instance in (b, a, b):
             assert instance.getcode(account.email).json() == fourth.json()
-        assert redis_client.exists(f"{service_name}:code:{account.email}")
+        assert redis_client.exists(cache_key(service_name, account.email))
         fifth = b.request("POST", "/refer/update_code", json={"day": 7, "code": "fifth-code"}, headers=account.auth)
         assert a.getcode(account.email).json() == fifth.json()
         # the limits are shared again: 1 auth before the cut, 19 more from either instance, then 429

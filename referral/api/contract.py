@@ -21,11 +21,9 @@ from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, valida
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr
 from typing_extensions import TypedDict
 
-from referral.services.models import CodeInfo, ReferralInfo
+from referral.services.models import CODE_PATTERN, DAY_MAX, DAY_MIN, CodeInfo, ReferralInfo
 
 PASSWORD_MIN, PASSWORD_MAX = 8, 256
-DAY_MIN, DAY_MAX = 1, 365
-CODE_PATTERN = r"^[A-Za-z0-9_-]{4,32}$"
 LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX = 100, 1000
 EMAIL_MAX = 254
 INT32_MAX = 2**31 - 1
