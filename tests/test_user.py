@@ -171,6 +171,9 @@ class TestToken:
             ({"grant_type": "password", "username": "a@example.com"}, "invalid_request"),
             ({"username": "a@example.com", "password": "a-fine-passphrase"}, "invalid_request"),
             ({}, "invalid_request"),
+            ({"grant_type": "password", "password": "a-fine-passphrase"}, "invalid_request"),
+            ({"grant_type": "password", "username": "a@example.com", "password": "p" * 4097}, "invalid_grant"),
+            ({"grant_type": "password", "username": "a@" + "b" * 250 + ".com", "password": "a-fine"}, "invalid_grant"),
         ],
     )
     def test_errors_follow_rfc_6749(self, api, fields, error):

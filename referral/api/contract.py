@@ -138,9 +138,7 @@ class TokenRequest(RequestModel):
     """OAuth 2.0 resource owner password credentials grant (RFC 6749 §4.3), sent as a form."""
 
     grant_type: Literal["password"]
-    username: Annotated[
-        StrictStr, described("The account's email.", "alice@example.com", min_length=1, max_length=EMAIL_MAX)
-    ]
+    username: Annotated[Email, described("The account's email.")]
     password: AnyPassword
     scope: Annotated[str | None, described("Ignored: there are no scopes.")] = None
 

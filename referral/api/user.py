@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pydantic import ValidationError
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse
 
@@ -15,14 +16,13 @@ from referral.api.contract import (
     TokenRequest,
     UserId,
 )
-from referral.api.problems import InvalidInput, InvalidOAuthRequest, UnsupportedGrantType
-from referral.api.routing import FORM, Answer, answer, client_ip, no_content, operation, services, validated
+from referral.api.problems import InvalidOAuthRequest, UnsupportedGrantType
+from referral.api.routing import FORM, Answer, answer, client_ip, no_content, operation, services
 from referral.errors import Overloaded
 from referral.services.passwords import PasswordRefused
 from referral.services.users import BadCredentials, EmailTaken, WrongPassword
 
 bp = Blueprint("user", url_prefix="/user")
-TOKEN_FORM_FIELDS = ("grant_type", "username", "password")
 
 
 @operation(
@@ -89,25 +89,9 @@ async def issue_oauth_token(request: Request) -> HTTPResponse:
     Send `grant_type=password&username=<email>&password=<password>` as a form. This is the
     `tokenUrl` of the OAuth2 security scheme, so Swagger UI's **Authorize** button signs in here.
     """
-    if request.content_type.split(";")[0].strip().lower() != FORM:
-        raise InvalidOAuthRequest("Send the form as application/x-www-form-urlencoded.")
-    form = request.form
-    if any(len(form.getlist(name, [])) > 1 for name in TOKEN_FORM_FIELDS):
-        raise InvalidOAuthRequest("Each parameter may be given once.")
-    grant_type = form.get("grant_type")
-    if not grant_type:
-        raise InvalidOAuthRequest("grant_type is required.")
-    if grant_type != "password":
-        raise UnsupportedGrantType()
-    username, password = form.get("username"), form.get("password")
-    if not username or not password:
-        raise InvalidOAuthRequest("username and password are required.")
-    try:
-        credentials = validated(LoginCredentials, {"email": username, "password": password})
-    except InvalidInput:
-        raise BadCredentials() from None
+    form = token_form(request)
     signed_in = await services(request).users.sign_in(
-        email=credentials.email, password=credentials.password, client=client_ip(request)
+        email=form.username, password=form.password, client=client_ip(request)
     )
     return answer({"access_token": signed_in.token, "token_type": "bearer", "expires_in": signed_in.expires_in})
 
@@ -146,3 +130,25 @@ async def change_password(request: Request, user_id: int, body: PasswordChange) 
         user_id, current=body.current_password, new=body.new_password, client=client_ip(request)
     )
     return answer({"token": signed_in.token, "user_id": signed_in.user_id})
+
+
+def token_form(request: Request) -> TokenRequest:
+    """The `/user/token` form checked by its model, each fault answered as RFC 6749 §5.2 says: a form
+    that is malformed or misses a parameter is `invalid_request`, another grant type
+    `unsupported_grant_type`, and credentials that cannot be an account's `invalid_grant`."""
+    if request.content_type.split(";")[0].strip().lower() != FORM:
+        raise InvalidOAuthRequest("Send the form as application/x-www-form-urlencoded.")
+    form = request.form
+    if any(len(form.getlist(name, [])) > 1 for name in TokenRequest.model_fields):
+        raise InvalidOAuthRequest("Each parameter may be given once.")
+    try:
+        return TokenRequest.model_validate({name: form.get(name) for name in form})
+    except ValidationError as error:
+        faults = {str(item["loc"][0]): item["type"] for item in error.errors(include_url=False)}
+    if "grant_type" in faults:
+        if faults["grant_type"] == "missing":
+            raise InvalidOAuthRequest("grant_type is required.")
+        raise UnsupportedGrantType()
+    if missing := [name for name, fault in faults.items() if fault == "missing"]:
+        raise InvalidOAuthRequest(f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} required.")
+    raise BadCredentials()
