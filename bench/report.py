@@ -283,19 +283,6 @@ def markdown(r: Results) -> str:
             lines.append(f"| {name} | {a.p50_ms:.2f} ms | {b.p50_ms:.2f} ms | {_ratio(b.p50_ms, a.p50_ms):.2f}x |")
     lines += ["", "Peak RSS (VmHWM) of each server's largest process (the worker that served the requests):", ""]
     lines += [f"- {name}: {mib:.1f} MiB" for name, mib in r.peak_rss_mib.items()]
-    if r.stock:
-        lines += [
-            "",
-            "### Connection handling: the stock `databases` SQLite backend vs ours (same run, cache off)",
-            "",
-            "| endpoint | stock (SQLITE_POOL=off) req/s | p50 ms | pooled (ours) req/s | p50 ms | gain |",
-            "|---|---:|---:|---:|---:|---:|",
-        ]
-        for name, (stock, pooled) in r.stock.items():
-            lines.append(
-                f"| {name} | {stock.rps:,.1f} | {stock.p50_ms:.2f} | {pooled.rps:,.1f} | {pooled.p50_ms:.2f} | "
-                f"{_ratio(pooled.rps, stock.rps):.1f}x |"
-            )
     lines += _scaling(r)
     lines += ["", "### Targets", "", "| target | measured | limit | met |", "|---|---|---|---|"]
     lines += [f"| {t.name} | {t.measured} | {t.limit} | {t.verdict} |" for t in targets(r)]

@@ -13,8 +13,7 @@ log off and on), each row side by side with its ceiling in the same run:
 - logins during a storm against bcrypt's limit (cores / time of one cost-12 hash, timed here), and
   getcode's p99 during the storm against quiet;
 - getcode at a small and the full user count, a list page at 1,000 and 100,000 referrals, peak RSS,
-  on SQLite the stock `databases` backend next to the pooled one, and on PostgreSQL one and two
-  workers with the in-process and the Redis code cache.
+  and on PostgreSQL one and two workers with the in-process and the Redis code cache.
 
 Rows compared with each other are measured in interleaved rounds (each server in turn, `--rounds`
 times) and reported as the median round. Results go to bench/RESULTS.md (the section of this
@@ -109,7 +108,6 @@ class Options:
     redis: bool
     redis_url: str
     scaling: bool
-    stock: bool
     out: Path
     chart: Path
     workdir: Path
@@ -134,7 +132,6 @@ class Results:
     hash_seconds_niced: float = 0.0  # the same at the service's hashing priority: what other load leaves it
     scale_getcode: dict[int, LoadResult] = field(default_factory=dict)
     scale_list: dict[int, LoadResult] = field(default_factory=dict)
-    stock: dict[str, tuple[LoadResult, LoadResult]] = field(default_factory=dict)  # name -> (stock, pooled)
     scaling: dict[str, dict[str, LoadResult]] = field(default_factory=dict)  # configuration -> row -> result
     scaling_note: str = ""
     peak_rss_mib: dict[str, float] = field(default_factory=dict)
@@ -167,7 +164,6 @@ def parse_args(argv: list[str] | None) -> Options:
         default=None,
         help="the workers and Redis table (default: on PostgreSQL only)",
     )
-    parser.add_argument("--no-stock", action="store_true", help="skip the stock SQLite backend comparison")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes and 1 s runs: does the bench still work?")
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "RESULTS.md", help="markdown file to update")
     parser.add_argument("--workdir", type=Path, default=BENCH_DIR / "out", help="databases, logs, tokens")
@@ -202,7 +198,6 @@ def parse_args(argv: list[str] | None) -> Options:
         redis=args.redis,
         redis_url=args.redis_url,
         scaling=args.scaling if args.scaling is not None else backend == "pg",
-        stock=backend == "sqlite" and not args.no_stock,
         out=args.out,
         chart=args.out.with_name(f"results-{backend}.png"),
         workdir=args.workdir / f"{backend}-{os.getpid()}",
@@ -297,7 +292,6 @@ class Bench:
         url: str,
         *,
         cache: bool = True,
-        pool: bool = True,
         workers: int | None = None,
         redis: bool | None = None,
         **settings: str,
@@ -313,7 +307,6 @@ class Bench:
             "BCRYPT_ROUNDS": str(self.o.bcrypt_rounds),
             "CODE_CACHE_TTL": "60" if cache else "0",
             "WORKERS": str(workers or self.o.workers),
-            "SQLITE_POOL": "on" if pool else "off",
             **PRODUCTION,
             **({"REDIS_URL": self.o.redis_url} if redis else {}),
             **settings,
@@ -529,17 +522,6 @@ class Bench:
             r.scale_getcode[o.small_users] = self.show(
                 f"getcode, {o.small_users:,} users", self.load(server, "getcode", **small_everyone)
             )
-        if o.stock:
-            print("stock `databases` SQLite backend (SQLITE_POOL=off), code cache off", flush=True)
-            with self.serving(
-                {"service, stock SQLite backend": self.service("service-stock", main_url, cache=False, pool=False)}
-            ) as s:
-                (server,) = s.values()
-                self.warm(server, "getcode", **everyone)
-                stock_getcode = self.show("getcode (stock backend)", self.load(server, "getcode", **everyone))
-                stock_list = self.show("list (stock backend)", self.load(server, "list", **small_list))
-            r.stock[NOCACHE] = (stock_getcode, r.rows[NOCACHE])
-            r.stock[LIST] = (stock_list, r.rows[LIST])
 
         # 4. Workers and the Redis code cache.
         if o.scaling:

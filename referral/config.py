@@ -81,11 +81,6 @@ class Settings(BaseSettings):
         "postgresql://… or sqlite:///…; unset: built from DB_*",
     )
     db_pool_size: int = Field(10, ge=1, description="connections per worker (PostgreSQL pool maximum; SQLite)")
-    sqlite_pool: bool = Field(
-        True,
-        description="benchmark switch, not a production setting: off swaps in the stock `databases` "
-        "SQLite backend (a connection per query) to measure what the pool gains",
-    )
     bcrypt_rounds: int = Field(12, ge=4, le=31, description="bcrypt cost; each +1 doubles the time of a login")
     code_cache_ttl: int = Field(60, ge=0, description="seconds a code looked up by email may stay cached (0: no cache)")
     code_cache_size: int = Field(10_000, ge=1, description="codes kept in each worker's cache")

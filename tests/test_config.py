@@ -113,7 +113,6 @@ def test_database_url_overrides_db_variables(given: str, used: str):
         ({"CODE_CACHE_TTL": "-1"}, "CODE_CACHE_TTL must be an integer of at least 0, got '-1'"),
         ({"CODE_CACHE_SIZE": "1e3"}, "CODE_CACHE_SIZE must be an integer of at least 1, got '1e3'"),
         ({"RATE_LIMIT": "maybe"}, "RATE_LIMIT must be on or off, got 'maybe'"),
-        ({"SQLITE_POOL": "sometimes"}, "SQLITE_POOL must be on or off, got 'sometimes'"),
         (
             {"RATE_LIMIT_IP": "lots"},
             "RATE_LIMIT_IP is not a rate limit in the limits notation (e.g. 120/minute), got 'lots'",

@@ -147,8 +147,7 @@ class ReferralDatabase(Database):
         "sqlite": "referral.db.sqlite:PooledSQLiteBackend",
     }
 
-    def __init__(self, url: str, *, stock_sqlite: bool = False, check_revision: bool = False, **options: Any) -> None:
-        self.stock_sqlite = stock_sqlite
+    def __init__(self, url: str, *, check_revision: bool = False, **options: Any) -> None:
         self.revision_check = RevisionCheck(self.read_revision) if check_revision else None
         super().__init__(url, **options)
 
@@ -179,16 +178,6 @@ class ReferralDatabase(Database):
         if not self._connection:
             self._connection = CheckedConnection(self, self._backend)
         return self._connection
-
-    def _get_backend(self) -> str:
-        """With `stock_sqlite` (SQLITE_POOL=off), the stock backend: only to measure what ours gains.
-
-        The stock one opens a connection per acquire and lacks our foreign keys, WAL and
-        `BEGIN IMMEDIATE`, so concurrent writes may answer 503: `make bench` compares reads with it.
-        """
-        if self.stock_sqlite and self.url.dialect == "sqlite":
-            return Database.SUPPORTED_BACKENDS["sqlite"]
-        return super()._get_backend()
 
     def transaction(self, *, force_rollback: bool = False, **kwargs: Any) -> Transaction:
         return ReleasingTransaction(self.connection, force_rollback=force_rollback, **kwargs)
@@ -236,7 +225,7 @@ class ReferralDatabase(Database):
 
     def pool_usage(self) -> tuple[int, int] | None:
         """(connections in use, the pool's maximum) in this process, for the metrics; None without a pool
-        (not connected yet, or the stock SQLite backend, which opens a connection per query)."""
+        (not connected yet)."""
         pool = getattr(self._backend, "_pool", None)  # databases' backends keep their pool there
         if isinstance(pool, asyncpg.Pool):
             return pool.get_size() - pool.get_idle_size(), pool.get_max_size()
@@ -259,8 +248,6 @@ async def _keep_session(connection: asyncpg.Connection) -> None:
 def create_database(settings: Settings) -> ReferralDatabase:
     """A not yet connected Database for `settings`; connect it in a server listener."""
     options: dict[str, Any]
-    if settings.is_sqlite and not settings.sqlite_pool:
-        return ReferralDatabase(settings.database_url, stock_sqlite=True)
     if settings.is_sqlite:
         options = {"pool_size": settings.db_pool_size}
     else:
