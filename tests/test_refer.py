@@ -252,7 +252,6 @@ class TestGetCode:
         assert_problem(api.get("/refer/getcode", params={"email": user.email}), 404)
 
 
-@pytest.mark.sqlite_only
 def test_kept_getcode_answers_take_their_own_size():
     """getcode keeps the answers of the codes asked most: each must not pin orjson's 4 KiB buffer."""
     started = datetime.now(UTC)

@@ -9,16 +9,8 @@ import pytest
 
 from referral.api.contract import normalise_email
 from tests.conftest import TEST_SECRET
-from tests.factories import random_email
+from tests.factories import login, random_email, register
 from tests.problems import assert_problem
-
-
-def register(api, email, password):
-    return api.post("/user/register", json={"email": email, "password": password})
-
-
-def login(api, email, password):
-    return api.post("/user/auth", json={"email": email, "password": password})
 
 
 class TestRegister:
@@ -74,7 +66,6 @@ class TestRegister:
         assert login(api, email, "p" * length).status_code == 200
 
 
-@pytest.mark.sqlite_only
 def test_a_domains_check_is_kept_and_a_refusal_is_not():
     """email_validator's domain check is kept per domain (`referral.api.contract`); the answers stay its own."""
     domain_checks = importlib.import_module("email_validator.validate_email").validate_email_domain_name
