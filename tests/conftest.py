@@ -103,17 +103,21 @@ def api_once(sqlite_template: SQLiteTemplate, tmp_path_factory: pytest.TempPathF
 
 
 @pytest.fixture
-def behind(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str | None]]:
-    """A database migrated up to the revision before the code's: (url, schema)."""
+def empty_database(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str | None]]:
+    """A database of the test's own, not migrated (PostgreSQL: a throwaway one, in `custom_schema`): (url, schema)."""
     if backend == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'behind.db'}"
-        migrate(url, None, PREVIOUS)
-        yield url, None
+        yield f"sqlite+aiosqlite:///{tmp_path / 'own.db'}", None
         return
-    request.getfixturevalue("postgres_server")
-    with ThrowawayPostgres("referral_behind") as database:
-        migrate(database.url, "behind", PREVIOUS)
-        yield database.url, "behind"
+    request.getfixturevalue("postgres_server")  # skips or fails when PostgreSQL is unreachable
+    with ThrowawayPostgres("referral_own") as database:
+        yield database.url, "custom_schema"
+
+
+@pytest.fixture
+def behind(empty_database: tuple[str, str | None]) -> tuple[str, str | None]:
+    """A database migrated up to the revision before the code's: (url, schema)."""
+    migrate(*empty_database, PREVIOUS)
+    return empty_database
 
 
 @pytest.fixture
