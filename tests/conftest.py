@@ -15,14 +15,21 @@ from referral.app import ReferralApp, create_app
 from referral.clock import utcnow
 from referral.config import Settings, load_settings
 from referral.db.tables import referral_code
-from tests.databases import PostgresDatabase, SQLiteTemplate
+from tests.databases import PREVIOUS, PostgresDatabase, SQLiteTemplate, migrate
 from tests.factories import Factory
-from tests.live import LiveClient
-from tests.support import POSTGRES_SERVER_URL, REDIS_URL, postgres_reachable, redoc_problem, require
+from tests.live import LiveClient, serve
+from tests.support import (
+    POSTGRES_SERVER_URL,
+    REDIS_URL,
+    TEST_SECRET,
+    ThrowawayPostgres,
+    postgres_reachable,
+    redoc_problem,
+    require,
+)
 
 Sanic.test_mode = True
 
-TEST_SECRET = "test-secret-key-that-is-long-enough-for-hs256"
 BACKENDS = ("sqlite", "postgres")
 OTHER = {"sqlite": "postgres", "postgres": "sqlite"}
 
@@ -75,17 +82,42 @@ def database(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> tu
     return postgres.url, postgres.schema
 
 
+def settings_on(url: str, schema: str | None = None) -> Settings:
+    """The tests' settings on the database at `url`: cheap hashes, no rate limits, nothing from the environment."""
+    return load_settings(
+        env={}, secret_key=TEST_SECRET, database_url=url, db_schema=schema, bcrypt_rounds=4, rate_limit=False
+    )
+
+
 @pytest.fixture
 def settings(database: tuple[str, str | None]) -> Settings:
-    url, schema = database
-    return load_settings(
-        env={},
-        secret_key=TEST_SECRET,
-        database_url=url,
-        db_schema=schema,
-        bcrypt_rounds=4,
-        rate_limit=False,
-    )
+    return settings_on(*database)
+
+
+@pytest.fixture(scope="module")
+def api_once(sqlite_template: SQLiteTemplate, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveClient]:
+    """A live app for tests that do not touch the database, so run once, not per backend: served for the
+    whole module on a copy of the SQLite template."""
+    with serve(settings_on(sqlite_template.fresh_url(tmp_path_factory.mktemp("api-once")))) as client:
+        yield client
+
+
+@pytest.fixture
+def empty_database(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str | None]]:
+    """A database of the test's own, not migrated (PostgreSQL: a throwaway one, in `custom_schema`): (url, schema)."""
+    if backend == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'own.db'}", None
+        return
+    request.getfixturevalue("postgres_server")  # skips or fails when PostgreSQL is unreachable
+    with ThrowawayPostgres("referral_own") as database:
+        yield database.url, "custom_schema"
+
+
+@pytest.fixture
+def behind(empty_database: tuple[str, str | None]) -> tuple[str, str | None]:
+    """A database migrated up to the revision before the code's: (url, schema)."""
+    migrate(*empty_database, PREVIOUS)
+    return empty_database
 
 
 @pytest.fixture
@@ -133,12 +165,12 @@ def serve_app(settings: Settings) -> Iterator[Any]:
     """Serve an app built from the test settings with `changes`."""
     clients: list[LiveClient] = []
 
-    def serve(**changes: Any) -> LiveClient:
-        client = LiveClient(create_app(settings=settings.with_overrides(**changes)))
+    def start(**changes: Any) -> LiveClient:
+        client = serve(settings, **changes)
         client.start()
         clients.append(client)
         return client
 
-    yield serve
+    yield start
     for client in clients:
         client.stop()

@@ -12,11 +12,15 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 
+from referral.db.migrations import SCRIPT_LOCATION
 from referral.db.tables import metadata
 from tests.support import ROOT, ThrowawayPostgres
 
 POSTGRES_SCHEMA = "referral_test"
+HEAD = ScriptDirectory(str(SCRIPT_LOCATION)).get_current_head()
+PREVIOUS = ScriptDirectory(str(SCRIPT_LOCATION)).get_revision(HEAD).down_revision  # the revision before the code's
 
 
 def alembic_config(database_url: str, schema: str | None = None) -> Config:

@@ -14,9 +14,16 @@ import httpx
 from sanic import Sanic
 from sanic_testing.reusable import ReusableClient
 
+from referral.app import create_app
+from referral.config import Settings
 from tests.support import free_port
 
 T = TypeVar("T")
+
+
+def serve(settings: Settings, **changes: Any) -> LiveClient:
+    """A live client of the app built from `settings` with `changes`, served in a `with` block (or from `start()`)."""
+    return LiveClient(create_app(settings=settings.with_overrides(**changes)))
 
 
 class LiveClient:
@@ -61,6 +68,21 @@ class LiveClient:
 
     def delete(self, path: str, **kwargs: Any) -> httpx.Response:
         return self.request("DELETE", path, **kwargs)
+
+    def raw_get(self, target: str) -> tuple[int, bytes]:
+        """GET `target` exactly as written (no client normalises `..` away), on a connection of its own:
+        (status, body)."""
+
+        async def send() -> bytes:
+            reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+            writer.write(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+            try:
+                return await asyncio.wait_for(reader.read(), timeout=30)
+            finally:
+                writer.close()
+
+        head, _, body = self.run(send()).partition(b"\r\n\r\n")
+        return int(head.split(b" ", 2)[1]), body
 
     def gather(self, calls: list[Callable[[httpx.AsyncClient], Awaitable[httpx.Response]]]) -> list[httpx.Response]:
         """Send every call at once, each on its own connection, and return the answers in order."""

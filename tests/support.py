@@ -23,6 +23,7 @@ import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+TEST_SECRET = "test-secret-key-that-is-long-enough-for-hs256"
 POSTGRES_SERVER_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")  # the bench uses db 14
 
@@ -50,6 +51,15 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def server_env(**overrides: str | None) -> dict[str, str]:
+    """The environment of a server a test starts: this PATH, the checkout on PYTHONPATH, the tests' SECRET_KEY,
+    a free PORT and cheap hashes, then `overrides` (None drops a variable); nothing else of the test's own
+    environment (and, started in a test's tmp_path, no .env)."""
+    base = {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT), "SECRET_KEY": TEST_SECRET, "BCRYPT_ROUNDS": "4"}
+    env = {**base, "PORT": str(free_port()), **overrides}
+    return {name: value for name, value in env.items() if value is not None}
 
 
 def start_server(

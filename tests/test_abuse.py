@@ -12,31 +12,22 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 import pytest
 
 import referral.security
-from referral.app import create_app
-from referral.config import Settings
 from tests.factories import Factory, User, random_email, random_password
-from tests.live import LiveClient
+from tests.live import LiveClient, serve
 from tests.problems import assert_problem
 
 HOME, ELSEWHERE = "127.0.0.1", "127.0.0.2"
 RATE_LIMITED = "urn:referral:problem:rate-limited"
 OVERLOADED = "urn:referral:problem:overloaded"
 JSON = "application/json"
-
-
-@contextmanager
-def serve(settings: Settings, **overrides: Any) -> Iterator[LiveClient]:
-    """A live app with rate limiting on and `overrides`."""
-    with LiveClient(create_app(settings=settings.with_overrides(rate_limit=True, **overrides))) as client:
-        yield client
 
 
 def client_at(api: LiveClient, address: str) -> httpx.AsyncClient:
@@ -51,11 +42,6 @@ def send_from(api: LiveClient, address: str, method: str, path: str, **kwargs: A
             return await client.request(method, path, **kwargs)
 
     return api.run(send())
-
-
-def register(api: LiveClient, email: str, password: str) -> None:
-    answer = api.post("/user/register", json={"email": email, "password": password})
-    assert answer.status_code == 201, answer.text
 
 
 # ------------------------------------------------------------------------------------------- #
@@ -80,9 +66,9 @@ def sign_in(api: LiveClient, address: str, route: str, email: str, password: str
 
 @pytest.mark.parametrize(("guessed_on", "signed_in_on"), [("auth", "auth"), ("token", "token"), ("auth", "token")])
 def test_a_lock_out_from_one_address_leaves_the_owner_signing_in_from_another(settings, guessed_on, signed_in_on):
-    with serve(settings, rate_limit_login="3/minute") as api:
+    with serve(settings, rate_limit=True, rate_limit_login="3/minute") as api:
         email, password = random_email(), random_password()
-        register(api, email, password)
+        Factory(api).user(email, password)
         for _ in range(3):
             wrong = sign_in(api, HOME, guessed_on, email, "a-wrong-guess")
             assert wrong.status_code == SIGN_IN[guessed_on][2], wrong.text
@@ -103,9 +89,11 @@ def test_concurrent_wrong_guesses_never_exceed_the_limit(settings, monkeypatch):
         checked.append(password)
         return verify(password, password_hash)
 
-    with serve(settings, rate_limit_login="3/minute", hash_concurrency_per_ip=100, hash_queue_max=100) as api:
+    with serve(
+        settings, rate_limit=True, rate_limit_login="3/minute", hash_concurrency_per_ip=100, hash_queue_max=100
+    ) as api:
         email = random_email()
-        register(api, email, random_password())
+        Factory(api).user(email, random_password())
         monkeypatch.setattr(referral.security, "_verify_sync", counting_verify)
         answers = api.gather(
             [
@@ -121,9 +109,9 @@ def test_concurrent_wrong_guesses_never_exceed_the_limit(settings, monkeypatch):
 
 
 def test_right_passwords_never_count_as_failed_logins(settings):
-    with serve(settings, rate_limit_login="3/minute") as api:
+    with serve(settings, rate_limit=True, rate_limit_login="3/minute") as api:
         email, password = random_email(), random_password()
-        register(api, email, password)
+        Factory(api).user(email, password)
         for _ in range(2):
             assert_problem(sign_in(api, HOME, "auth", email, "a-wrong-guess"), 401)
         for _ in range(10):
@@ -170,9 +158,9 @@ def test_a_hash_storm_from_one_address_does_not_delay_anothers_login(settings):
     quiet logins: a few hash times, far below the queue a storm builds without the per-address cap.
     """
     storm_settings = {"bcrypt_rounds": 12, "rate_limit_ip": "10000/minute", "rate_limit_login": "10000/minute"}
-    with serve(settings, **storm_settings) as api:
+    with serve(settings, rate_limit=True, **storm_settings) as api:
         email, password = random_email(), random_password()
-        register(api, email, password)
+        Factory(api).user(email, password)
         credentials = {"email": email, "password": password}
 
         async def storm_and_login() -> tuple[float, list[tuple[httpx.Response, float]], tuple[httpx.Response, float]]:
@@ -198,7 +186,6 @@ def test_a_hash_storm_from_one_address_does_not_delay_anothers_login(settings):
             assert answer.headers["retry-after"] == "1"
 
 
-@pytest.mark.sqlite_only
 @pytest.mark.skipif(not hasattr(os, "getpriority"), reason="thread priorities are Linux's")
 def test_passwords_are_hashed_at_the_lowest_priority():
     """A login storm takes only the CPU other requests leave (bench/RESULTS.md, isolation)."""
@@ -222,7 +209,7 @@ def test_past_the_global_queue_hashing_requests_get_503_at_once(settings, monkey
         return run
 
     addresses = [f"127.0.0.{number}" for number in range(2, 52)]
-    with serve(settings, hash_queue_max=20) as api:
+    with serve(settings, rate_limit=True, hash_queue_max=20) as api:
         monkeypatch.setattr(referral.security, "_hash_sync", slow(referral.security._hash_sync))
         monkeypatch.setattr(referral.security, "_verify_sync", slow(referral.security._verify_sync))
 
@@ -249,7 +236,7 @@ def test_past_the_global_queue_hashing_requests_get_503_at_once(settings, monkey
 
 def test_authenticated_writes_are_limited_per_user(settings):
     """RATE_LIMIT_USER=3/minute: the fourth write is 429; reads do not count, other users are unaffected."""
-    with serve(settings, rate_limit_user="3/minute") as api:
+    with serve(settings, rate_limit=True, rate_limit_user="3/minute") as api:
         make = Factory(api)
         user, other = make.user(), make.user()
 

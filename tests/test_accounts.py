@@ -3,7 +3,6 @@ and the SECRET_KEY length check (SPEC "Accounts and tokens")."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -11,26 +10,15 @@ from collections.abc import Iterator
 import pytest
 
 import referral.security
-from referral.app import create_app
 from referral.clock import utcnow
 from referral.config import ConfigError, Settings, load_settings
 from referral.db.tables import user as user_table
-from tests.factories import User, random_email
-from tests.live import LiveClient
+from tests.factories import User, login, random_email, token_of
+from tests.live import LiveClient, serve
 from tests.problems import assert_problem
-from tests.support import ROOT, free_port
+from tests.support import server_env
 
 NEW_PASSWORD = "a-new-and-better-passphrase"
-
-
-def login(api: LiveClient, email: str, password: str):
-    return api.post("/user/auth", json={"email": email, "password": password})
-
-
-def token_of(api: LiveClient, email: str, password: str) -> str:
-    answer = login(api, email, password)
-    assert answer.status_code == 200, answer.text
-    return answer.json()["token"]
 
 
 def change_password(api: LiveClient, token: str, current: str, new: str):
@@ -115,8 +103,7 @@ class TestLogout:
 @pytest.fixture
 def limited_api(settings: Settings) -> Iterator[LiveClient]:
     """Rate limits on, two failed logins per (email, address) a minute."""
-    limited = settings.with_overrides(rate_limit=True, rate_limit_login="2/minute")
-    with LiveClient(create_app(settings=limited)) as client:
+    with serve(settings, rate_limit=True, rate_limit_login="2/minute") as client:
         yield client
 
 
@@ -287,13 +274,7 @@ def test_a_secret_key_of_32_bytes_is_accepted(key):
 
 def test_the_service_refuses_to_start_with_a_weak_key(tmp_path):
     """Exits at once naming SECRET_KEY, without echoing the key (the exit status is the CLI's concern)."""
-    env = {
-        **{name: value for name, value in os.environ.items() if name not in {"DATABASE_URL", "DB_HOST"}},
-        "SECRET_KEY": "hunter2-secret",
-        "DB_NAME": str(tmp_path / "weak.db"),
-        "PORT": str(free_port()),
-        "PYTHONPATH": str(ROOT),
-    }
+    env = server_env(SECRET_KEY="hunter2-secret", DB_NAME=str(tmp_path / "weak.db"))
     started = subprocess.run(
         [sys.executable, "-m", "referral"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30
     )

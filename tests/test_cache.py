@@ -7,14 +7,10 @@ import asyncio
 from datetime import timedelta
 
 from referral.cache import CodeCache
-from referral.clock import utcnow
 from referral.services.models import CodeInfo
+from tests.factories import code_info as code
 
 EMAIL = "a@example.com"
-
-
-def code(expires_in: timedelta = timedelta(days=1), name: str = "CODE-1") -> CodeInfo:
-    return CodeInfo(1, name, utcnow() + expires_in)
 
 
 def fill(cache: CodeCache, entry: CodeInfo, email: str = EMAIL) -> None:

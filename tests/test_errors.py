@@ -1,4 +1,7 @@
-"""Bad input of every kind: always a clear 4xx JSON answer, never a 5xx or a traceback."""
+"""Bad input of every kind: always a clear 4xx JSON answer, never a 5xx or a traceback.
+
+What is refused before any query (unknown paths and methods, bad tokens, a huge body) is checked once,
+not per backend (`api_once`)."""
 
 from __future__ import annotations
 
@@ -60,9 +63,9 @@ def test_body_over_the_limit_is_413(api, token):
     assert_problem(api.post("/user/register", content=big), 413)
 
 
-def test_twenty_megabytes_are_refused_before_being_read(api):
+def test_twenty_megabytes_are_refused_before_being_read(api_once):
     async def send_huge_body() -> bytes:
-        reader, writer = await asyncio.open_connection("127.0.0.1", api.port)
+        reader, writer = await asyncio.open_connection("127.0.0.1", api_once.port)
         head = (
             "POST /user/register HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
             f"Content-Length: {20 * 1024 * 1024}\r\n\r\n"
@@ -73,13 +76,13 @@ def test_twenty_megabytes_are_refused_before_being_read(api):
         finally:
             writer.close()
 
-    answer = api.run(send_huge_body())
+    answer = api_once.run(send_huge_body())
     assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
 
 
-def test_unknown_path_is_404_json(api):
-    assert_problem(api.get("/no/such/path"), 404)
-    assert_problem(api.post("/user/registerx", json={}), 404)
+def test_unknown_path_is_404_json(api_once):
+    assert_problem(api_once.get("/no/such/path"), 404)
+    assert_problem(api_once.post("/user/registerx", json={}), 404)
 
 
 @pytest.mark.parametrize(
@@ -93,8 +96,8 @@ def test_unknown_path_is_404_json(api):
         ("DELETE", "/referals/list"),
     ],
 )
-def test_wrong_method_is_405_json(api, method, path):
-    answer = api.request(method, path)
+def test_wrong_method_is_405_json(api_once, method, path):
+    answer = api_once.request(method, path)
     assert_problem(answer, 405)
     assert "allow" in answer.headers
 
@@ -119,8 +122,8 @@ def test_odd_query_strings_are_4xx(api, query):
     "header",
     ["", "Bearer", "Basic dXNlcjpwYXNz", "Bearer a.b.c", "x" * 5000, "Bearer \u00e9\u00e9"],
 )
-def test_bad_authorization_headers_are_401(api, header):
-    answer = api.request(
+def test_bad_authorization_headers_are_401(api_once, header):
+    answer = api_once.request(
         "POST", "/refer/update_code", json={"day": 3}, headers={"authorization": header.encode("latin-1")}
     )
     assert_problem(answer, 401)

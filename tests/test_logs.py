@@ -11,7 +11,6 @@ import asyncio
 import hashlib
 import json
 import logging
-import os
 import re
 import sys
 from pathlib import Path
@@ -29,7 +28,7 @@ from tests.conftest import TEST_SECRET
 from tests.databases import SQLiteTemplate
 from tests.factories import Factory, User, random_email
 from tests.live import LiveClient
-from tests.support import ROOT, free_port, start_server, stop_server, wait_until_healthy
+from tests.support import server_env, start_server, stop_server, wait_until_healthy
 
 pytestmark = pytest.mark.sqlite_only
 
@@ -354,20 +353,11 @@ def test_quiet_errors_of_sanic_are_not_logged_as_unexpected(caplog):
 
 
 def test_python_dash_m_referral_logs_json_lines_only_with_no_email(sqlite_template: SQLiteTemplate, tmp_path: Path):
-    port = free_port()
     log = tmp_path / "server.log"
-    env = {
-        "PATH": os.environ["PATH"],
-        "PYTHONPATH": str(ROOT),
-        "DATABASE_URL": sqlite_template.fresh_url(tmp_path),
-        "PORT": str(port),
-        "BCRYPT_ROUNDS": "4",
-        "LOG_FORMAT": "json",
-        "SECRET_KEY": TEST_SECRET,
-    }
+    env = server_env(DATABASE_URL=sqlite_template.fresh_url(tmp_path), LOG_FORMAT="json")
     with log.open("wb") as output:
         server = start_server([sys.executable, "-m", "referral"], cwd=tmp_path, env=env, output=output)
-    base_url = f"http://127.0.0.1:{port}"
+    base_url = f"http://127.0.0.1:{env['PORT']}"
     email = random_email()
     try:
         wait_until_healthy(base_url, server, log=log)

@@ -4,7 +4,6 @@ switch and the token work, and with two worker processes every worker's counts a
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -15,12 +14,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from referral.metrics import LATENCY_BUCKETS, SAMPLE_SECONDS
-from tests.conftest import TEST_SECRET
 from tests.databases import SQLiteTemplate
 from tests.factories import Factory, random_email
 from tests.live import LiveClient
 from tests.problems import assert_problem
-from tests.support import ROOT, free_port, start_server, stop_server, wait_until_healthy
+from tests.support import server_env, start_server, stop_server, wait_until_healthy
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -198,24 +196,14 @@ def test_metrics_token_is_required_when_set(serve_app, caplog):
 def test_two_workers_add_up(sqlite_template: SQLiteTemplate, tmp_path: Path):
     """`python -m referral` with WORKERS=2: requests land on both workers, /metrics (answered by either)
     counts them all, the gauges sum both pools, and the directory the counts were kept in goes at exit."""
-    port, scratch = free_port(), tmp_path / "tmp"
+    scratch = tmp_path / "tmp"
     scratch.mkdir()
     log = tmp_path / "server.log"
-    env = {
-        "PATH": os.environ["PATH"],
-        "PYTHONPATH": str(ROOT),
-        "TMPDIR": str(scratch),
-        "DATABASE_URL": sqlite_template.fresh_url(tmp_path),
-        "PORT": str(port),
-        "WORKERS": "2",
-        "DB_POOL_SIZE": "3",
-        "BCRYPT_ROUNDS": "4",
-        "SECRET_KEY": TEST_SECRET,
-        "LOG_FORMAT": "json",
-    }
+    url = sqlite_template.fresh_url(tmp_path)
+    env = server_env(TMPDIR=str(scratch), DATABASE_URL=url, WORKERS="2", DB_POOL_SIZE="3", LOG_FORMAT="json")
     with log.open("wb") as output:
         server = start_server([sys.executable, "-m", "referral"], cwd=tmp_path, env=env, output=output)
-    base_url = f"http://127.0.0.1:{port}"
+    base_url = f"http://127.0.0.1:{env['PORT']}"
     try:
         wait_until_healthy(base_url, server, log=log)
         [directory] = scratch.glob("referral-metrics-*")
@@ -256,15 +244,8 @@ def test_an_operators_multiprocess_directory_is_emptied_at_start_and_kept(
     directory = tmp_path / "metrics"
     directory.mkdir()
     (directory / "counter_99999.db").write_bytes(b"stale values of an earlier run")
-    port = free_port()
-    env = {
-        "PATH": os.environ["PATH"],
-        "PYTHONPATH": str(ROOT),
-        "PROMETHEUS_MULTIPROC_DIR": str(directory),
-        "DATABASE_URL": sqlite_template.fresh_url(tmp_path),
-        "PORT": str(port),
-        "SECRET_KEY": TEST_SECRET,
-    }
+    env = server_env(PROMETHEUS_MULTIPROC_DIR=str(directory), DATABASE_URL=sqlite_template.fresh_url(tmp_path))
+    port = env["PORT"]
     server = start_server([sys.executable, "-m", "referral"], cwd=tmp_path, env=env)
     try:
         wait_until_healthy(f"http://127.0.0.1:{port}", server)

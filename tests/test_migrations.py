@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -17,19 +15,8 @@ from referral.clock import utcnow
 from referral.db.migrations import SCRIPT_LOCATION
 from referral.db.tables import REVISION, metadata
 from tests.databases import downgrade, migrate
-from tests.support import ThrowawayPostgres
 
 TABLES = {"user", "referral_code", "referral", "referral_count", "alembic_version"}
-
-
-@pytest.fixture
-def empty_database(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str | None]]:
-    if backend == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}", None
-        return
-    request.getfixturevalue("postgres_server")  # skips or fails when PostgreSQL is unreachable
-    with ThrowawayPostgres("referral_migrate") as database:
-        yield database.url, "custom_schema"
 
 
 def inspect(url: str, schema: str | None, action):

@@ -12,11 +12,10 @@ from limits import parse
 from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import FixedWindowRateLimiter, SlidingWindowCounterRateLimiter
 
-from referral.app import create_app
 from referral.config import Settings
 from referral.ratelimit import SWEEP_SECONDS, InProcessCounters
 from tests.factories import random_email
-from tests.live import LiveClient
+from tests.live import LiveClient, serve
 from tests.problems import assert_problem
 
 TIMES = 10  # requests of each kind, ten times the limit of one a minute
@@ -24,8 +23,7 @@ TIMES = 10  # requests of each kind, ten times the limit of one a minute
 
 @pytest.fixture
 def limited_api(settings: Settings) -> Iterator[LiveClient]:
-    limited = settings.with_overrides(rate_limit=True, rate_limit_ip="5/minute", rate_limit_login="3/minute")
-    with LiveClient(create_app(settings=limited)) as client:
+    with serve(settings, rate_limit=True, rate_limit_ip="5/minute", rate_limit_login="3/minute") as client:
         yield client
 
 
@@ -89,8 +87,7 @@ def test_successful_logins_do_not_count(limited_api):
 
 def past_one_a_minute(settings: Settings, *, rate_limit: bool) -> tuple[list[int], list[int]]:
     """Statuses of TIMES getcode requests, then TIMES failed logins of one email, under limits of one a minute."""
-    tight = settings.with_overrides(rate_limit=rate_limit, rate_limit_ip="1/minute", rate_limit_login="1/minute")
-    with LiveClient(create_app(settings=tight)) as api:
+    with serve(settings, rate_limit=rate_limit, rate_limit_ip="1/minute", rate_limit_login="1/minute") as api:
         email = random_email()
         assert api.post("/user/register", json={"email": email, "password": "right-password"}).status_code == 201
         getcode = [api.get("/refer/getcode", params={"email": email}).status_code for _ in range(TIMES)]
@@ -121,7 +118,6 @@ class SweepCounting(InProcessCounters):
         super()._sweep(now)
 
 
-@pytest.mark.sqlite_only
 def test_in_process_counters_cost_does_not_grow_with_the_clients(monkeypatch):
     """limits' MemoryStorage sweeps every key after each hit; ours at most once a second, and never
     starts a task (a hit from one client among 10,000 costs what it costs alone)."""
@@ -153,7 +149,6 @@ def test_in_process_counters_cost_does_not_grow_with_the_clients(monkeypatch):
     assert len(counters.storage) == 1  # the other 9,999 clients' counters were swept
 
 
-@pytest.mark.sqlite_only
 def test_in_process_counters_allow_what_limits_own_storage_allows(monkeypatch):
     """The same sliding window as limits' MemoryStorage computes: hits at uneven times over five
     windows, refused and allowed alike by both."""
@@ -179,7 +174,6 @@ def test_in_process_counters_allow_what_limits_own_storage_allows(monkeypatch):
     assert 50 < sum(allowed for allowed, _ in answers) < 350  # both allowed and refused hits were compared
 
 
-@pytest.mark.sqlite_only
 def test_in_process_counters_give_back_never_below_zero():
     counters = InProcessCounters()
     failed_logins = parse("2/minute")
@@ -197,9 +191,9 @@ def test_in_process_counters_give_back_never_below_zero():
 
 
 def getcode_statuses(app_config: dict[str, object], settings: Settings, forwarded_for: list[str]) -> list[int]:
-    app = create_app(settings=settings.with_overrides(rate_limit=True, rate_limit_ip="2/minute"))
-    app.config.update(app_config)
-    with LiveClient(app) as api:
+    client = serve(settings, rate_limit=True, rate_limit_ip="2/minute")
+    client.app.config.update(app_config)
+    with client as api:
         return [
             api.get("/refer/getcode", params={"email": "a@example.com"}, headers={"X-Forwarded-For": ip}).status_code
             for ip in forwarded_for

@@ -29,7 +29,7 @@ import pytest
 
 from referral.services.codes import CODE_ALPHABET, GENERATED_CODE_LENGTH
 from tests.databases import migrate
-from tests.support import ROOT, free_port, require, start_server, stop_server, wait_until_healthy
+from tests.support import ROOT, require, server_env, start_server, stop_server, wait_until_healthy
 
 README = ROOT / "README.md"
 README_BASE = "http://127.0.0.1:8000"
@@ -188,20 +188,11 @@ def server(tmp_path: Path):
     """`python -m referral` on a free port and a freshly migrated SQLite file, as a user would run it."""
     database_url = f"sqlite+aiosqlite:///{tmp_path / 'readme.db'}"
     migrate(database_url)
-    port = free_port()
-    environment = {
-        "PATH": os.environ["PATH"],
-        "PYTHONPATH": str(ROOT),
-        "HOST": "127.0.0.1",
-        "PORT": str(port),
-        "DATABASE_URL": database_url,
-        "SECRET_KEY": SECRET,
-        "BCRYPT_ROUNDS": "4",
-    }
+    environment = server_env(HOST="127.0.0.1", DATABASE_URL=database_url, SECRET_KEY=SECRET)
     log = tmp_path / "server.log"
     with log.open("w") as output:
         process = start_server([sys.executable, "-m", "referral"], cwd=tmp_path, env=environment, output=output)
-    base_url = f"http://127.0.0.1:{port}"
+    base_url = f"http://127.0.0.1:{environment['PORT']}"
     try:
         wait_until_healthy(base_url, process, seconds=30, log=log)
         yield base_url

@@ -17,7 +17,6 @@ from datetime import timedelta
 import pytest
 import redis
 
-from referral.app import create_app
 from referral.cache import CodeCache, email_key, encode
 from referral.clock import utcnow
 from referral.config import ConfigError, Settings, load_settings
@@ -25,7 +24,8 @@ from referral.db import codes as code_queries
 from referral.redis_link import RedisLink
 from referral.services.models import CodeInfo
 from tests.factories import Factory, random_email
-from tests.live import LiveClient
+from tests.factories import code_info as code
+from tests.live import serve
 from tests.problems import assert_problem
 from tests.support import REDIS_URL, TcpProxy
 
@@ -61,10 +61,6 @@ def shared_settings(settings: Settings, prefix: str) -> Settings:
 def entry_key(prefix: str, email: str, *, kind: str = "code") -> str:
     """The Redis key of `email`'s cache entry (or lease) under a cache built without a secret_key."""
     return f"{prefix}:{kind}:{email_key(email, '')}"
-
-
-def code(expires_in: timedelta = timedelta(days=1), name: str = "CODE-1") -> CodeInfo:
-    return CodeInfo(1, name, (utcnow() + expires_in).replace(microsecond=0))
 
 
 async def wait_until_up(link: RedisLink, seconds: float = 10) -> None:
@@ -214,7 +210,7 @@ def test_a_getcode_that_raced_a_write_never_caches_the_old_state(settings, reque
     getcode must answer the write's state, not the old one the read would have cached."""
     if store == "redis":
         settings = request.getfixturevalue("shared_settings")
-    with LiveClient(create_app(settings=settings)) as api:
+    with serve(settings) as api:
         owner = Factory(api).user()
         Factory(api).code(owner, code="old-code")
         real_lookup = code_queries.get_active_code_by_email
@@ -304,7 +300,7 @@ def test_after_an_outage_entries_filled_before_it_are_not_trusted(redis_client, 
 
 def test_an_outage_while_the_app_runs_costs_no_error(shared_settings, redis_client, proxy, caplog):
     limited = shared_settings.with_overrides(redis_url=proxied_url(proxy, redis_client), rate_limit=True)
-    with LiveClient(create_app(settings=limited)) as api:
+    with serve(limited) as api:
         owner = Factory(api).user()
         first = Factory(api).code(owner)
         assert api.get("/refer/getcode", params={"email": owner.email}).json() == first
@@ -320,10 +316,10 @@ def test_an_outage_while_the_app_runs_costs_no_error(shared_settings, redis_clie
 
 def test_rate_limits_are_shared_between_instances(shared_settings):
     limited = shared_settings.with_overrides(rate_limit=True, rate_limit_ip="3/minute")
-    with LiveClient(create_app(settings=limited)) as first:
+    with serve(limited) as first:
         for _ in range(3):
             assert first.get("/refer/getcode", params={"email": random_email()}).status_code == 404
-    with LiveClient(create_app(settings=limited)) as second:  # a fresh memory: only Redis remembers the three
+    with serve(limited) as second:  # a fresh memory: only Redis remembers the three
         assert_problem(second.get("/refer/getcode", params={"email": random_email()}), 429)
 
 

@@ -7,7 +7,6 @@ test runs) sharing one Redis never see each other's keys; the keys are deleted a
 
 from __future__ import annotations
 
-import os
 import secrets
 import subprocess
 import sys
@@ -25,13 +24,13 @@ from referral.cache import email_key
 from referral.redis_link import BACK_MESSAGE, OUTAGE_MESSAGE
 from tests.conftest import TEST_SECRET
 from tests.databases import migrate
-from tests.factories import random_email, random_password
+from tests.factories import Factory, random_email, random_password
 from tests.support import (
     REDIS_URL,
-    ROOT,
     TcpProxy,
     ThrowawayPostgres,
     free_port,
+    server_env,
     start_server,
     stop_server,
     wait_until_healthy,
@@ -91,23 +90,13 @@ def start(postgres_url: str, service_name: str, tmp_path: Path) -> Iterator[Call
     instances: list[Instance] = []
 
     def start_instance(**env: str) -> Instance:
-        port = free_port()
         log = tmp_path / f"instance-{len(instances)}.log"
-        environment = {
-            "PATH": os.environ["PATH"],
-            "PYTHONPATH": str(ROOT),
-            "DATABASE_URL": postgres_url,
-            "SERVICE_NAME": service_name,
-            "SECRET_KEY": TEST_SECRET,  # one key: each instance accepts the other's tokens
-            "PORT": str(port),
-            "BCRYPT_ROUNDS": "4",
-            "RATE_LIMIT": "off",
-            **env,
-        }
+        # One SECRET_KEY (server_env's): each instance accepts the other's tokens.
+        environment = server_env(DATABASE_URL=postgres_url, SERVICE_NAME=service_name, **{"RATE_LIMIT": "off", **env})
         with log.open("wb") as output:
             # in tmp_path: no .env there
             process = start_server([sys.executable, "-m", "referral"], cwd=tmp_path, env=environment, output=output)
-        base_url = f"http://127.0.0.1:{port}"
+        base_url = f"http://127.0.0.1:{environment['PORT']}"
         instance = Instance(base_url, log, process)
         instances.append(instance)
         wait_until_healthy(base_url, process, seconds=30, log=log)
@@ -119,21 +108,6 @@ def start(postgres_url: str, service_name: str, tmp_path: Path) -> Iterator[Call
         stop_server(instance.process, seconds=10)
     for instance in instances:
         assert "Traceback" not in instance.log_text(), instance.log_text()
-
-
-@dataclass
-class Account:
-    email: str
-    auth: dict[str, str]
-
-
-def sign_up(instance: Instance) -> Account:
-    email, password = random_email(), random_password()
-    credentials = {"email": email, "password": password}
-    assert instance.request("POST", "/user/register", json=credentials).status_code == 201
-    login = instance.request("POST", "/user/auth", json=credentials)
-    assert login.status_code == 200, login.text
-    return Account(email, {"authorization": login.json()["token"]})
 
 
 def cache_key(service_name: str, email: str) -> str:
@@ -151,7 +125,7 @@ def wait_for_log(instance: Instance, text: str, *, count: int = 1, seconds: floa
 def test_two_instances_see_each_others_code_writes_on_the_very_next_request(start, redis_client, service_name):
     a = start(REDIS_URL=REDIS_URL, **PATIENT)
     b = start(REDIS_URL=REDIS_URL, **PATIENT)
-    account = sign_up(a)
+    account = Factory(a.http).user()
     current = a.request("POST", "/refer/update_code", json={"day": 3}, headers=account.auth).json()
     for turn in range(30):
         writer, reader = (a, b) if turn % 2 == 0 else (b, a)
@@ -191,7 +165,7 @@ def test_a_redis_outage_keeps_every_answer_right_warns_once_and_ends_by_itself(s
         settings = {"REDIS_URL": through_proxy, "RATE_LIMIT": "on", "RATE_LIMIT_IP": "20/minute", **PATIENT}
         a = start(**settings)
         b = start(**settings)
-        account = sign_up(a)  # auth: 1 of 20 in Redis
+        account = Factory(a.http).user()  # auth: 1 of 20 in Redis
         first = a.request("POST", "/refer/update_code", json={"day": 3}, headers=account.auth).json()
         assert b.getcode(account.email).json() == first
         assert a.getcode(account.email).json() == first
@@ -254,7 +228,7 @@ def test_a_redis_that_hangs_costs_one_short_timeout_not_a_stall(start, redis_cli
     with TcpProxy(redis_client.connection_pool.connection_kwargs["port"]) as proxy:
         through_proxy = f"redis://127.0.0.1:{proxy.port}/{redis_client.connection_pool.connection_kwargs['db']}"
         instance = start(REDIS_URL=through_proxy, RATE_LIMIT="on", REDIS_TIMEOUT_MS="1000")
-        account = sign_up(instance)
+        account = Factory(instance.http).user()
         code = instance.request("POST", "/refer/update_code", json={"day": 3}, headers=account.auth).json()
         proxy.stall()  # connections accepted, never answered
         answers = [instance.getcode(account.email) for _ in range(10)]

@@ -12,29 +12,22 @@ import logging
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
 import sqlalchemy as sa
-from alembic.script import ScriptDirectory
 
-from referral.app import create_app
-from referral.config import load_settings
 from referral.db import migrations
 from referral.db.database import is_unavailable, raise_translated
 from referral.errors import DatabaseUnavailable
-from tests.conftest import TEST_SECRET
-from tests.databases import migrate
-from tests.live import LiveClient
+from tests.conftest import settings_on
+from tests.databases import HEAD, PREVIOUS, migrate
+from tests.live import serve
 from tests.problems import assert_problem
-from tests.support import ROOT, ThrowawayPostgres
-from tests.test_health import TcpProxy
+from tests.support import ROOT, TEST_SECRET, TcpProxy
 
-HEAD = ScriptDirectory(str(migrations.SCRIPT_LOCATION)).get_current_head()
-PREVIOUS = ScriptDirectory(str(migrations.SCRIPT_LOCATION)).get_revision(HEAD).down_revision
 PENDING = f"the database is at revision {PREVIOUS}, the code needs {HEAD}: run `make migrate` (alembic upgrade head)"
 CREDENTIALS = {"email": "after@example.com", "password": "a-fine-passphrase"}
 
@@ -42,27 +35,6 @@ CREDENTIALS = {"email": "after@example.com", "password": "a-fine-passphrase"}
 @pytest.fixture(autouse=True)
 def recheck_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(migrations, "RECHECK_AFTER", 0)
-
-
-@pytest.fixture
-def behind(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str | None]]:
-    """A database migrated up to the revision before the code's: (url, schema)."""
-    if backend == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'behind.db'}"
-        migrate(url, None, PREVIOUS)
-        yield url, None
-        return
-    request.getfixturevalue("postgres_server")
-    with ThrowawayPostgres("referral_behind") as database:
-        migrate(database.url, "behind", PREVIOUS)
-        yield database.url, "behind"
-
-
-def app_on(url: str, schema: str | None):
-    settings = load_settings(
-        env={}, secret_key=TEST_SECRET, database_url=url, db_schema=schema, bcrypt_rounds=4, rate_limit=False
-    )
-    return create_app(settings=settings)
 
 
 def assert_migrations_pending(answer) -> None:
@@ -74,7 +46,7 @@ def assert_migrations_pending(answer) -> None:
 
 def test_a_database_behind_the_code_answers_503_until_it_is_migrated(behind, caplog):
     url, schema = behind
-    with LiveClient(app_on(url, schema)) as api:
+    with serve(settings_on(url, schema)) as api:
         assert_migrations_pending(api.get("/health"))
         assert_migrations_pending(api.post("/user/register", json=CREDENTIALS))
         errors = [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR]
@@ -89,18 +61,18 @@ def test_a_database_behind_the_code_answers_503_until_it_is_migrated(behind, cap
 def test_down_at_start_then_back_behind_the_code_then_migrated(behind, caplog):
     url, schema = behind
     parts = urlsplit(url)
-    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
-    proxied = url.replace(f"{parts.hostname}:{parts.port}", f"127.0.0.1:{proxy.port}")
-    with LiveClient(app_on(proxied, schema)) as api:  # the proxy is not listening yet: the database is down
-        down = assert_problem(api.get("/health"), 503)
-        assert down["type"] == "urn:referral:problem:unavailable", down
+    with TcpProxy(parts.port or 5432, parts.hostname or "127.0.0.1") as proxy:
+        proxy.cut()  # not listening yet: the database is down
+        proxied = url.replace(f"{parts.hostname}:{parts.port}", f"127.0.0.1:{proxy.port}")
+        with serve(settings_on(proxied, schema)) as api:
+            down = assert_problem(api.get("/health"), 503)
+            assert down["type"] == "urn:referral:problem:unavailable", down
 
-        api.run(proxy.start())
-        assert_migrations_pending(api.get("/health"))
-        migrate(url, schema)
-        assert api.get("/health").status_code == 200
-        assert api.post("/user/register", json=CREDENTIALS).status_code == 201
-        api.run(proxy.stop())
+            proxy.restore()
+            assert_migrations_pending(api.get("/health"))
+            migrate(url, schema)
+            assert api.get("/health").status_code == 200
+            assert api.post("/user/register", json=CREDENTIALS).status_code == 201
 
 
 def test_a_missing_table_is_a_500_logged_as_a_bug(api, database, caplog):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -12,7 +11,7 @@ import httpx
 import pytest
 
 from tests.databases import SQLiteTemplate
-from tests.support import ROOT, free_port, start_server, stop_server, wait_until_healthy
+from tests.support import free_port, server_env, start_server, stop_server, wait_until_healthy
 
 SANIC = Path(sys.executable).parent / "sanic"
 
@@ -22,15 +21,10 @@ def serve(sqlite_template: SQLiteTemplate, tmp_path: Path) -> Iterator:
     processes: list[subprocess.Popen] = []
 
     def start(command: list[str], *, port: int | None = None, **env: str) -> str:
+        """No SECRET_KEY: the workers share the one the main process generates."""
         port = port or free_port()
-        environment = {
-            "PATH": os.environ["PATH"],
-            "PYTHONPATH": str(ROOT),
-            "DATABASE_URL": sqlite_template.fresh_url(tmp_path),
-            "PORT": str(port),
-            "BCRYPT_ROUNDS": "4",
-            **env,
-        }
+        url = sqlite_template.fresh_url(tmp_path)
+        environment = server_env(DATABASE_URL=url, PORT=str(port), SECRET_KEY=None, **env)
         process = start_server(command, cwd=tmp_path, env=environment)
         processes.append(process)
         base_url = f"http://127.0.0.1:{port}"

@@ -6,7 +6,6 @@ cannot be reached does not stop the start; DATABASE_URL with DB_SCHEMA migrates 
 from __future__ import annotations
 
 import asyncio
-import os
 import sqlite3
 import subprocess
 import sys
@@ -16,38 +15,21 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
-from alembic.script import ScriptDirectory
 
-from referral.db.migrations import SCRIPT_LOCATION
-from tests.conftest import TEST_SECRET
-from tests.databases import migrate
-from tests.support import ROOT, ThrowawayPostgres, free_port, start_server, stop_server, wait_until_healthy
+from tests.databases import HEAD, PREVIOUS
+from tests.support import ROOT, ThrowawayPostgres, free_port, server_env, start_server, stop_server, wait_until_healthy
 
 BIN = Path(sys.executable).parent
 PYTHON_M_REFERRAL = [sys.executable, "-m", "referral"]
 SANIC_CLI = [str(BIN / "sanic"), "referral.app:create_app", "--factory"]
 ALEMBIC_UPGRADE = [str(BIN / "alembic"), "-c", str(ROOT / "alembic.ini"), "upgrade", "head"]
-HEAD = ScriptDirectory(str(SCRIPT_LOCATION)).get_current_head()
-PREVIOUS = ScriptDirectory(str(SCRIPT_LOCATION)).get_revision(HEAD).down_revision
 MIGRATE = "run `make migrate` (alembic upgrade head)"
 
 
-def environment(**env: str) -> dict[str, str]:
-    """No .env (the processes run in a test's own directory) and nothing from the test's environment."""
-    return {
-        "PATH": os.environ["PATH"],
-        "PYTHONPATH": str(ROOT),
-        "SECRET_KEY": TEST_SECRET,
-        "BCRYPT_ROUNDS": "4",
-        "PORT": str(free_port()),
-        **env,
-    }
-
-
-def refused(command: list[str], directory: Path, **env: str) -> str:
+def refused(command: list[str], directory: Path, **env: str | None) -> str:
     """Run `command` expecting it to refuse to start: exit status 2 and one line on stderr; that line."""
     done = subprocess.run(  # noqa: S603
-        command, cwd=directory, env=environment(**env), capture_output=True, text=True, timeout=120, check=False
+        command, cwd=directory, env=server_env(**env), capture_output=True, text=True, timeout=120, check=False
     )
     output = done.stdout + done.stderr
     assert done.returncode == 2, output
@@ -57,28 +39,15 @@ def refused(command: list[str], directory: Path, **env: str) -> str:
     return lines[0]
 
 
-@pytest.fixture
-def behind(backend: str, request: pytest.FixtureRequest, tmp_path: Path):
-    """The environment of a database migrated up to the revision before the code's."""
-    if backend == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'behind.db'}"
-        migrate(url, None, PREVIOUS)
-        yield {"DATABASE_URL": url}
-        return
-    request.getfixturevalue("postgres_server")
-    with ThrowawayPostgres("referral_behind") as database:
-        migrate(database.url, "behind", PREVIOUS)
-        yield {"DATABASE_URL": database.url, "DB_SCHEMA": "behind"}
-
-
 def test_a_database_behind_the_code_stops_the_start_naming_the_command(behind, tmp_path):
-    line = refused(PYTHON_M_REFERRAL, tmp_path, **behind)
+    url, schema = behind
+    line = refused(PYTHON_M_REFERRAL, tmp_path, DATABASE_URL=url, DB_SCHEMA=schema)
     assert line == f"referral: the database is at revision {PREVIOUS}, the code needs {HEAD}: {MIGRATE}"
 
 
 @pytest.mark.sqlite_only
 def test_sanic_cli_refuses_a_database_behind_the_code_too(behind, tmp_path):
-    line = refused([*SANIC_CLI, "--port", str(free_port())], tmp_path, **behind)
+    line = refused([*SANIC_CLI, "--port", str(free_port())], tmp_path, DATABASE_URL=behind[0])
     assert line == f"referral: the database is at revision {PREVIOUS}, the code needs {HEAD}: {MIGRATE}"
 
 
@@ -120,10 +89,9 @@ def test_a_bad_setting_stops_the_sanic_cli_and_alembic_in_one_line(sqlite_templa
     assert line == "alembic: PORT must be an integer from 0 to 65535, got 'abc'"
 
 
-@pytest.mark.postgres_only
-def test_a_database_that_cannot_be_reached_does_not_stop_the_start(backend, postgres_server, tmp_path):
-    port = free_port()
-    env = environment(DATABASE_URL=f"postgresql://postgres@127.0.0.1:{free_port()}/nothing_here", PORT=str(port))
+def test_a_database_that_cannot_be_reached_does_not_stop_the_start(postgres_server, tmp_path):
+    env = server_env(DATABASE_URL=f"postgresql://postgres@127.0.0.1:{free_port()}/nothing_here")
+    port = env["PORT"]
     process = start_server(PYTHON_M_REFERRAL, cwd=tmp_path, env=env)
     try:
         deadline, status = time.monotonic() + 30, None
@@ -137,14 +105,13 @@ def test_a_database_that_cannot_be_reached_does_not_stop_the_start(backend, post
         stop_server(process, seconds=10)
 
 
-@pytest.mark.postgres_only
-def test_database_url_with_db_schema_migrates_and_serves_that_schema(backend, postgres_server, tmp_path):
+def test_database_url_with_db_schema_migrates_and_serves_that_schema(postgres_server, tmp_path):
     with ThrowawayPostgres("referral_url_schema") as database:
         url = database.url.replace("postgresql+asyncpg://", "postgresql://")  # as the README writes it
         done = subprocess.run(  # noqa: S603
             ALEMBIC_UPGRADE,
             cwd=tmp_path,
-            env=environment(DATABASE_URL=url, DB_SCHEMA="tenant"),
+            env=server_env(DATABASE_URL=url, DB_SCHEMA="tenant"),
             capture_output=True,
             text=True,
             timeout=120,
@@ -154,12 +121,10 @@ def test_database_url_with_db_schema_migrates_and_serves_that_schema(backend, po
         assert fetch_value(database.asyncpg_url, "SELECT version_num FROM tenant.alembic_version") == HEAD
         assert fetch_value(database.asyncpg_url, "SELECT to_regclass('public.alembic_version')") is None
 
-        port = free_port()
-        process = start_server(
-            PYTHON_M_REFERRAL, cwd=tmp_path, env=environment(DATABASE_URL=url, DB_SCHEMA="tenant", PORT=str(port))
-        )
+        env = server_env(DATABASE_URL=url, DB_SCHEMA="tenant")
+        process = start_server(PYTHON_M_REFERRAL, cwd=tmp_path, env=env)
         try:
-            base_url = f"http://127.0.0.1:{port}"
+            base_url = f"http://127.0.0.1:{env['PORT']}"
             wait_until_healthy(base_url, process, seconds=30)
             credentials = {"email": "schema@example.com", "password": "a-fine-passphrase"}
             assert httpx.post(f"{base_url}/user/register", json=credentials, timeout=30).status_code == 201

@@ -7,16 +7,8 @@ import pytest
 
 from referral.api.contract import normalise_email
 from tests.conftest import TEST_SECRET
-from tests.factories import random_email
+from tests.factories import login, random_email, register
 from tests.problems import assert_problem
-
-
-def register(api, email, password):
-    return api.post("/user/register", json={"email": email, "password": password})
-
-
-def login(api, email, password):
-    return api.post("/user/auth", json={"email": email, "password": password})
 
 
 class TestRegister:
@@ -72,7 +64,6 @@ class TestRegister:
         assert login(api, email, "p" * length).status_code == 200
 
 
-@pytest.mark.sqlite_only
 def test_emails_are_normalised_by_email_validator_and_refusals_say_why():
     assert normalise_email(" One@Kept.Example.COM") == "one@kept.example.com"
     assert normalise_email("ann@BÜCHER.de") == "ann@bücher.de"

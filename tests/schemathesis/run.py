@@ -27,9 +27,9 @@ from pathlib import Path
 
 import httpx
 
-from tests.support import ThrowawayPostgres, free_port, stop_server, wait_until_healthy
+from tests.factories import Factory
+from tests.support import ROOT, ThrowawayPostgres, free_port, stop_server, wait_until_healthy
 
-ROOT = Path(__file__).resolve().parents[2]
 CONFIG = Path(__file__).resolve().parent / "schemathesis.toml"
 BIN = Path(sys.executable).parent
 # Also in schemathesis.toml, as values the fuzzer mixes in; a throwaway account of a throwaway database.
@@ -87,13 +87,11 @@ def live_server(database_url: str, workdir: Path) -> Iterator[str]:
 
 def sign_up(base_url: str, email: str, password: str, code: str | None = None) -> tuple[int, str]:
     """Register a user, give it a code for a year, and return its id and token."""
-    credentials = {"email": email, "password": password}
-    user_id = httpx.post(f"{base_url}/user/register", json=credentials, timeout=10).raise_for_status().json()
-    token = httpx.post(f"{base_url}/user/auth", json=credentials, timeout=10).raise_for_status().json()["token"]
-    body = {"day": 365} | ({"code": code} if code else {})
-    headers = {"Authorization": f"Bearer {token}"}
-    httpx.post(f"{base_url}/refer/update_code", json=body, headers=headers, timeout=10).raise_for_status()
-    return user_id["user_id"], token
+    with httpx.Client(base_url=base_url, timeout=10) as client:
+        make = Factory(client)
+        user = make.user(email, password)
+        make.code(user, day=365, code=code)
+    return user.id, user.token
 
 
 def seed_users(base_url: str) -> tuple[str, str]:
