@@ -22,6 +22,7 @@ import contextlib
 import os
 import shutil
 import tempfile
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -111,8 +112,18 @@ def observe_request(request: Request, response: BaseHTTPResponse, seconds: float
     """Count one answer (the response middleware calls this)."""
     route = UNMATCHED if request.route is None else "/" + request.route.path
     method = request.method if request.method in METHODS else "other"
-    REQUESTS.labels(route, method, str(response.status)).inc()
-    LATENCY.labels(route).observe(seconds)
+    _answers(route, method, response.status).inc()
+    _latency(route).observe(seconds)
+
+
+@cache  # a child per route, method and status: a few hundred at most (routes and methods are bounded)
+def _answers(route: str, method: str, status: int) -> Counter:
+    return REQUESTS.labels(route, method, str(status))
+
+
+@cache
+def _latency(route: str) -> Histogram:
+    return LATENCY.labels(route)
 
 
 def cache_hit() -> None:

@@ -51,18 +51,23 @@ class InProcessCounters(MemoryStorage):
     limits' MemoryStorage starts a sweep over every key it holds after each increment, so a hit
     costs time in proportion to the clients counted in the window (about 1.4 ms a hit with 10,000
     of them: bench/RESULTS.md): a stranger with many addresses would slow every request down. Here
-    `incr` and `decr`, the two that start it, drop a key found expired as `get` does, and the other
-    expired keys at most every SWEEP_SECONDS. Nothing here awaits anything that waits, so the event
-    loop runs each call whole: no locks.
+    a key found expired is dropped when read, as MemoryStorage does, and the other expired keys at
+    most every SWEEP_SECONDS. `get`, `incr` and `decr` are written whole rather than calling
+    MemoryStorage's: limits wraps these methods anew in every subclass (an error-translating
+    coroutine), so calling the inherited ones would wrap each call twice. Nothing here awaits, so
+    the event loop runs each call whole: no locks.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self._next_sweep = 0.0
 
+    async def get(self, key: str) -> int:
+        return self._count(key, time.time())
+
     async def incr(self, key: str, expiry: float, amount: int = 1) -> int:
-        count = self.storage[key] = await self.get(key) + amount
         now = time.time()
+        count = self.storage[key] = self._count(key, now) + amount
         if count == amount:
             self.expirations[key] = now + expiry
         if now >= self._next_sweep:
@@ -70,10 +75,17 @@ class InProcessCounters(MemoryStorage):
         return count
 
     async def decr(self, key: str, amount: int = 1) -> int:
-        count = await self.get(key)
+        count = self._count(key, time.time())
         if count:
             count = self.storage[key] = max(count - amount, 0)
         return count
+
+    def _count(self, key: str, now: float) -> int:
+        if self.expirations.get(key, 0.0) <= now:
+            self.storage.pop(key, None)
+            self.expirations.pop(key, None)
+            return 0
+        return self.storage[key]
 
     def _sweep(self, now: float) -> None:
         self._next_sweep = now + SWEEP_SECONDS
