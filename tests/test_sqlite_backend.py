@@ -6,6 +6,7 @@
 - Writers of one process take turns before `BEGIN IMMEDIATE`, so they never wait in SQLite's busy
   handler (which sleeps in growing steps): with a busy timeout of zero, concurrent writers all succeed.
 - Switching the file to WAL leaves no lock behind: a second worker on a fresh file starts at once.
+- The pool's connection threads are daemons, where aiosqlite's are not: none keeps a stopping worker alive.
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ from __future__ import annotations
 import asyncio
 import gc
 import sqlite3
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import aiosqlite
 import pytest
 import sqlalchemy as sa
 
@@ -176,3 +179,28 @@ def test_a_connection_whose_statement_was_cancelled_is_not_reused(tmp_path: Path
         assert await db.fetch_val(sa.select(sa.func.count()).select_from(counter)) == 4
 
     run(cancel_a_read_then_write, tmp_path / "interrupted.db", pool_size=1)
+
+
+def test_the_pools_threads_are_daemons_where_aiosqlites_own_are_not(tmp_path: Path) -> None:
+    """aiosqlite's worker thread is not a daemon (omnilib/aiosqlite#299): a connection left open keeps a
+    stopping worker alive for ever. The pool's are; once aiosqlite's own are too, `_open` need not say so."""
+    threads: list[threading.Thread] = []
+    start = threading.Thread.start
+
+    def noting_start(thread: threading.Thread) -> None:
+        threads.append(thread)
+        start(thread)
+
+    async def scenario() -> None:
+        plain = await aiosqlite.connect(tmp_path / "plain.db")
+        await plain.close()
+        db = await open_database(tmp_path / "pooled.db", pool_size=1)
+        await db.disconnect()
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(threading.Thread, "start", noting_start)
+        asyncio.run(scenario())
+    plain_thread, *pooled_threads = threads
+    assert not plain_thread.daemon, "aiosqlite's threads are daemons now: drop the workaround in referral/db/sqlite.py"
+    assert pooled_threads
+    assert all(thread.daemon for thread in pooled_threads)
