@@ -124,8 +124,7 @@ def test_password_hash_rejections_per_client_and_queue_full(serve_app):
 
     def storm(client: LiveClient, count: int) -> list[int]:
         credentials = {"email": random_email(), "password": "not-the-password"}
-        answers = client.gather([lambda http: http.post("/user/auth", json=credentials) for _ in range(count)])
-        return [answer.status_code for answer in answers]
+        return [answer.status_code for answer in client.post_all("/user/auth", [{"json": credentials}] * count)]
 
     per_client = serve_app(rate_limit=True, rate_limit_login="100/minute", bcrypt_rounds=10, hash_concurrency_per_ip=1)
     before = scrape(per_client)
