@@ -28,7 +28,7 @@ from tests.conftest import TEST_SECRET
 from tests.databases import SQLiteTemplate
 from tests.factories import Factory, User, random_email
 from tests.live import LiveClient
-from tests.support import server_env, start_server, stop_server, wait_until_healthy
+from tests.support import running_server, server_env
 
 pytestmark = pytest.mark.sqlite_only
 
@@ -347,18 +347,12 @@ def test_quiet_errors_of_sanic_are_not_logged_as_unexpected(caplog):
 def test_python_dash_m_referral_logs_json_lines_only_with_no_email(sqlite_template: SQLiteTemplate, tmp_path: Path):
     log = tmp_path / "server.log"
     env = server_env(DATABASE_URL=sqlite_template.fresh_url(tmp_path), LOG_FORMAT="json")
-    with log.open("wb") as output:
-        server = start_server([sys.executable, "-m", "referral"], cwd=tmp_path, env=env, output=output)
-    base_url = f"http://127.0.0.1:{env['PORT']}"
     email = random_email()
-    try:
-        wait_until_healthy(base_url, server, log=log)
+    with running_server(env, cwd=tmp_path, log=log) as (base_url, _):
         credentials = {"email": email, "password": "a-fine-passphrase"}
         assert httpx.post(f"{base_url}/user/register", json=credentials).status_code == 201
         assert httpx.post(f"{base_url}/user/auth", json={**credentials, "password": "wrong-one"}).status_code == 401
         assert httpx.get(f"{base_url}/refer/getcode", params={"email": email}).status_code == 404
-    finally:
-        stop_server(server)
     lines = log.read_text().splitlines()
     not_json = [line for line in lines if not line.startswith("{")]
     assert not not_json, "lines that are not JSON:\n" + "\n".join(not_json)

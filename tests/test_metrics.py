@@ -4,7 +4,6 @@ switch and the token work, and with two worker processes every worker's counts a
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from tests.databases import SQLiteTemplate
 from tests.factories import Factory, random_email
 from tests.live import LiveClient
 from tests.problems import assert_problem
-from tests.support import server_env, start_server, stop_server, wait_until_healthy
+from tests.support import running_server, server_env
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -200,11 +199,7 @@ def test_two_workers_add_up(sqlite_template: SQLiteTemplate, tmp_path: Path):
     log = tmp_path / "server.log"
     url = sqlite_template.fresh_url(tmp_path)
     env = server_env(TMPDIR=str(scratch), DATABASE_URL=url, WORKERS="2", DB_POOL_SIZE="3", LOG_FORMAT="json")
-    with log.open("wb") as output:
-        server = start_server([sys.executable, "-m", "referral"], cwd=tmp_path, env=env, output=output)
-    base_url = f"http://127.0.0.1:{env['PORT']}"
-    try:
-        wait_until_healthy(base_url, server, log=log)
+    with running_server(env, cwd=tmp_path, log=log) as (base_url, server):
         [directory] = scratch.glob("referral-metrics-*")
         sent, pids = 0, set()
         while len(pids) < 2 and sent < 400:  # new connections land on either worker
@@ -231,8 +226,6 @@ def test_two_workers_add_up(sqlite_template: SQLiteTemplate, tmp_path: Path):
             assert value(samples, "referral_code_cache_lookups_total", result="miss") == sent
             assert value(samples, "referral_http_request_duration_seconds_count", route="/refer/getcode") == sent
             assert value(samples, "referral_db_pool_connections_max") == 2 * 3
-    finally:
-        stop_server(server)
     assert server.returncode == 0
     assert not directory.exists()
 
@@ -244,14 +237,7 @@ def test_an_operators_multiprocess_directory_is_emptied_at_start_and_kept(
     directory.mkdir()
     (directory / "counter_99999.db").write_bytes(b"stale values of an earlier run")
     env = server_env(PROMETHEUS_MULTIPROC_DIR=str(directory), DATABASE_URL=sqlite_template.fresh_url(tmp_path))
-    port = env["PORT"]
-    server = start_server([sys.executable, "-m", "referral"], cwd=tmp_path, env=env)
-    try:
-        wait_until_healthy(f"http://127.0.0.1:{port}", server)
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
-            samples = scrape(client)
-        assert requests_of(samples, "/health", "GET", 200) >= 1
+    with running_server(env, cwd=tmp_path) as (base_url, _), httpx.Client(base_url=base_url) as client:
+        assert requests_of(scrape(client), "/health", "GET", 200) >= 1
         assert not (directory / "counter_99999.db").exists()
-    finally:
-        stop_server(server)
     assert directory.is_dir()
