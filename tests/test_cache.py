@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 from referral.cache import CodeCache
 from referral.services.models import CodeInfo
 from tests.factories import code_info as code
@@ -31,24 +33,21 @@ async def test_never_serves_a_code_past_its_expiry():
     assert len(cache) == 0
 
 
-async def test_entries_expire_after_the_ttl():
-    cache = CodeCache(ttl=60)
-    await fill(cache, code())
+async def expire_after_the_ttl(cache: CodeCache) -> None:
     cache._entries.expire(time=cache._entries.timer() + 61)
-    assert await cache.get(EMAIL) is None
 
 
-async def test_invalidate_forgets_the_entry():
-    cache = CodeCache(ttl=60)
-    await fill(cache, code())
-    await cache.invalidate(EMAIL)
-    assert await cache.get(EMAIL) is None
-
-
-async def test_clear_forgets_everything():
-    cache = CodeCache(ttl=60)
-    await fill(cache, code())
+async def clear(cache: CodeCache) -> None:
     cache.clear()
+
+
+@pytest.mark.parametrize(
+    "forget", [expire_after_the_ttl, lambda cache: cache.invalidate(EMAIL), clear], ids=["ttl", "invalidate", "clear"]
+)
+async def test_entries_expire_after_the_ttl_and_invalidate_and_clear_forget_them(forget):
+    cache = CodeCache(ttl=60)
+    await fill(cache, code())
+    await forget(cache)
     assert await cache.get(EMAIL) is None
 
 

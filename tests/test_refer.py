@@ -177,10 +177,8 @@ class TestGetCode:
     def test_needs_no_token(self, api, make):
         user = make.user()
         make.code(user)
-        assert (
-            api.get("/refer/getcode", params={"email": user.email}, headers={"authorization": "junk"}).status_code
-            == 200
-        )
+        answer = api.get("/refer/getcode", params={"email": user.email}, headers={"authorization": "junk"})
+        assert answer.status_code == 200
 
     def test_unknown_email_is_404(self, api):
         assert_problem(api.get("/refer/getcode", params={"email": random_email()}), 404)
