@@ -276,13 +276,14 @@ def test_scrub_removes_what_must_never_be_logged():
 # -- formats -----------------------------------------------------------------------------------------
 
 
+async def broken(email: str) -> None:
+    """A code lookup that fails as a bug would."""
+    raise RuntimeError("boom")
+
+
 def test_json_format_is_one_object_per_line_with_tracebacks_as_a_field(serve_app, capsys, monkeypatch):
     shipped = serve_app(log_format="json")
     capsys.readouterr()
-
-    async def broken(email: str) -> None:
-        raise RuntimeError("boom")
-
     monkeypatch.setattr(shipped.app.ctx.codes, "find_by_email", broken)
     answer = shipped.get("/refer/getcode", params={"email": "alice@example.com"}, headers={"X-Request-ID": "r-500"})
     assert answer.status_code == 500
@@ -309,9 +310,6 @@ def test_json_format_is_one_object_per_line_with_tracebacks_as_a_field(serve_app
 
 
 def test_text_format_keeps_the_traceback_in_the_log(api, capsys, monkeypatch):
-    async def broken(email: str) -> None:
-        raise RuntimeError("boom")
-
     monkeypatch.setattr(api.app.ctx.codes, "find_by_email", broken)
     capsys.readouterr()
     assert api.get("/refer/getcode", params={"email": "alice@example.com"}).status_code == 500

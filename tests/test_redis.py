@@ -90,29 +90,22 @@ GOOD = {"user_id": 1, "code": "CODE-1", "expires_at": EXPIRES.isoformat()}
 READABLE = json.dumps({"version": 1, "filled_at": FILLED, "code": GOOD})
 
 
+def readable_but(**code_changes: object) -> dict:
+    """A version-1 entry filled now, of GOOD's code with `code_changes`."""
+    return {"version": 1, "filled_at": FILLED, "code": {**GOOD, **code_changes}}
+
+
 @pytest.mark.parametrize(
     "entry",
     [
         pytest.param({"version": 2, "filled_at": FILLED, "code": GOOD, "max_uses": 5}, id="a future version"),
         pytest.param(f"1|{FILLED}|{EXPIRES.isoformat()}|CODE-1", id="the pipe-delimited entry before versions"),
-        pytest.param({"version": 1, "filled_at": FILLED, "code": {**GOOD, "user_id": -5}}, id="user id -5"),
-        pytest.param(
-            {"version": 1, "filled_at": FILLED, "code": {**GOOD, "user_id": 2**64}},
-            id="user id over 64 bits",
-        ),
-        pytest.param({"version": 1, "filled_at": FILLED, "code": {**GOOD, "code": "X" * 2**20}}, id="a 1 MB code"),
-        pytest.param(
-            {"version": 1, "filled_at": FILLED, "code": {**GOOD, "code": "no spaces"}},
-            id="a code with a space",
-        ),
-        pytest.param(
-            {"version": 1, "filled_at": FILLED, "code": {**GOOD, "expires_at": "9999-12-31T00:00:00+00:00"}},
-            id="year 9999",
-        ),
-        pytest.param(
-            {"version": 1, "filled_at": FILLED, "code": {**GOOD, "expires_at": EXPIRES.isoformat()[:-6]}},
-            id="a naive datetime",
-        ),
+        pytest.param(readable_but(user_id=-5), id="user id -5"),
+        pytest.param(readable_but(user_id=2**64), id="user id over 64 bits"),
+        pytest.param(readable_but(code="X" * 2**20), id="a 1 MB code"),
+        pytest.param(readable_but(code="no spaces"), id="a code with a space"),
+        pytest.param(readable_but(expires_at="9999-12-31T00:00:00+00:00"), id="year 9999"),
+        pytest.param(readable_but(expires_at=EXPIRES.isoformat()[:-6]), id="a naive datetime"),
         pytest.param(f'{{"version": 1, "filled_at": NaN, "code": {json.dumps(GOOD)}}}', id="filled_at nan"),
         pytest.param({"version": 1, "filled_at": FILLED + 86_400, "code": GOOD}, id="filled tomorrow"),
         pytest.param({"version": 1, "code": GOOD}, id="no filled_at"),
