@@ -124,6 +124,9 @@ class TestAuth:
         assert_problem(api.post("/user/auth", json=payload), 422)
 
 
+GRANT = {"grant_type": "password", "username": "a@example.com", "password": "a-fine-passphrase"}  # well-formed
+
+
 class TestToken:
     def form(self, api, **fields):
         return api.post("/user/token", data=fields)
@@ -144,18 +147,15 @@ class TestToken:
     @pytest.mark.parametrize(
         ("fields", "error"),
         [
-            (
-                {"grant_type": "password", "username": "nobody@example.com", "password": "a-fine-passphrase"},
-                "invalid_grant",
-            ),
-            ({"grant_type": "password", "username": "not-an-email", "password": "a-fine-passphrase"}, "invalid_grant"),
+            ({**GRANT, "username": "nobody@example.com"}, "invalid_grant"),
+            ({**GRANT, "username": "not-an-email"}, "invalid_grant"),
             ({"grant_type": "client_credentials"}, "unsupported_grant_type"),
             ({"grant_type": "password", "username": "a@example.com"}, "invalid_request"),
             ({"username": "a@example.com", "password": "a-fine-passphrase"}, "invalid_request"),
             ({}, "invalid_request"),
             ({"grant_type": "password", "password": "a-fine-passphrase"}, "invalid_request"),
-            ({"grant_type": "password", "username": "a@example.com", "password": "p" * 4097}, "invalid_grant"),
-            ({"grant_type": "password", "username": "a@" + "b" * 250 + ".com", "password": "a-fine"}, "invalid_grant"),
+            ({**GRANT, "password": "p" * 4097}, "invalid_grant"),
+            ({**GRANT, "username": "a@" + "b" * 250 + ".com", "password": "a-fine"}, "invalid_grant"),
         ],
     )
     def test_errors_follow_rfc_6749(self, api, fields, error):
