@@ -14,7 +14,6 @@ import pytest
 import redis
 from sanic import Sanic
 
-from referral.app import ReferralApp, create_app
 from referral.clock import utcnow
 from referral.config import Settings, load_settings
 from referral.db.tables import referral_code
@@ -156,13 +155,9 @@ def behind(empty_database: tuple[str, str | None]) -> tuple[str, str | None]:
 
 
 @pytest.fixture
-def app(settings: Settings) -> ReferralApp:
-    return create_app(settings=settings)
-
-
-@pytest.fixture
-def api(app: ReferralApp) -> Iterator[LiveClient]:
-    with LiveClient(app) as client:
+def api(settings: Settings) -> Iterator[LiveClient]:
+    """A live app built from the test settings."""
+    with serve(settings) as client:
         yield client
 
 

@@ -234,14 +234,11 @@ class TcpProxy:
             self._listener = listener
         threading.Thread(target=self._accept, args=(listener,), daemon=True, name="proxy-accept").start()
 
-    def close(self) -> None:
-        self.cut()
-
     def __enter__(self) -> TcpProxy:
         return self
 
     def __exit__(self, *_: object) -> None:
-        self.close()
+        self.cut()
 
     def _close_connections(self) -> None:
         with self._lock:

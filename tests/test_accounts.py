@@ -20,10 +20,12 @@ from tests.support import server_env
 NEW_PASSWORD = "a-new-and-better-passphrase"
 
 
+def password_change(current: str, new: str) -> dict[str, str]:
+    return {"current_password": current, "new_password": new}
+
+
 def change_password(api: LiveClient, token: str, current: str, new: str):
-    return api.post(
-        "/user/password", json={"current_password": current, "new_password": new}, headers={"authorization": token}
-    )
+    return api.post("/user/password", json=password_change(current, new), headers={"authorization": token})
 
 
 def list_referrals(api: LiveClient, user: User, token: str):
@@ -36,11 +38,7 @@ PROTECTED = {
     "delete": lambda user: ("DELETE", "/refer/delete", {}),
     "list": lambda user: ("GET", "/referals/list", {"params": {"user_id": user.id}}),
     "logout": lambda user: ("POST", "/user/logout", {}),
-    "password": lambda user: (
-        "POST",
-        "/user/password",
-        {"json": {"current_password": user.password, "new_password": NEW_PASSWORD}},
-    ),
+    "password": lambda user: ("POST", "/user/password", {"json": password_change(user.password, NEW_PASSWORD)}),
 }
 
 
@@ -204,13 +202,9 @@ def test_other_passwords_are_accepted(api, make, choose, email, password):
 def test_signing_in_needs_only_the_right_password(api):
     """The rules are for choosing a password: one stored before them still signs in."""
     email = random_email()
-    api.run(
-        api.app.ctx.db.execute(
-            user_table.insert().values(
-                email=email, password_hash=referral.security._hash_sync("password", 4), created_at=utcnow()
-            )
-        )
-    )
+    password_hash = referral.security._hash_sync("password", 4)
+    insert = user_table.insert().values(email=email, password_hash=password_hash, created_at=utcnow())
+    api.run(api.app.ctx.db.execute(insert))
     assert login(api, email, "password").status_code == 200
 
 

@@ -20,6 +20,7 @@ from tests.problems import assert_problem
 from tests.support import running_server, server_env
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+ONE_A_MINUTE = {"rate_limit_user": "1/minute", "rate_limit_login": "1/minute"}  # a user's writes, an email's logins
 
 
 def parse(text: str) -> Samples:
@@ -87,9 +88,7 @@ def test_code_cache_hits_and_misses(api, make):
 
 @pytest.mark.sqlite_only
 def test_rate_limit_rejections_by_scope(serve_app):
-    limited = serve_app(
-        rate_limit=True, rate_limit_ip="2/minute", rate_limit_user="1/minute", rate_limit_login="1/minute"
-    )
+    limited = serve_app(rate_limit=True, rate_limit_ip="2/minute", **ONE_A_MINUTE)
     before = scrape(limited)
     statuses = [limited.get("/refer/getcode", params={"email": random_email()}).status_code for _ in range(4)]
     assert statuses == [404, 404, 429, 429]
@@ -103,9 +102,7 @@ def test_rate_limit_rejections_by_scope(serve_app):
 def test_user_and_login_rejections_are_counted_apart(serve_app):
     open_api = serve_app()
     owner = Factory(open_api).user()
-    limited = serve_app(
-        rate_limit=True, rate_limit_ip="100/minute", rate_limit_user="1/minute", rate_limit_login="1/minute"
-    )
+    limited = serve_app(rate_limit=True, rate_limit_ip="100/minute", **ONE_A_MINUTE)
     before = scrape(limited)
     assert [limited.post("/refer/delete", headers=owner.bearer).status_code for _ in range(2)] == [404, 429]
     wrong = {"email": owner.email, "password": "not-the-password"}
@@ -125,33 +122,25 @@ def test_password_hash_rejections_per_client_and_queue_full(serve_app):
         credentials = {"email": random_email(), "password": "not-the-password"}
         return [answer.status_code for answer in client.post_all("/user/auth", [{"json": credentials}] * count)]
 
-    per_client = serve_app(rate_limit=True, rate_limit_login="100/minute", bcrypt_rounds=10, hash_concurrency_per_ip=1)
-    before = scrape(per_client)
-    statuses = storm(per_client, 6)
-    after = scrape(per_client)
-    assert statuses.count(429) >= 1
-    assert value(after, name, reason="per_client") - value(before, name, reason="per_client") == statuses.count(429)
-
-    queue = serve_app(
-        rate_limit=True, rate_limit_login="100/minute", bcrypt_rounds=10, hash_concurrency_per_ip=10, hash_queue_max=1
-    )
-    before = scrape(queue)
-    statuses = storm(queue, 6)
-    after = scrape(queue)
-    assert statuses.count(503) >= 1
-    assert value(after, name, reason="queue_full") - value(before, name, reason="queue_full") == statuses.count(503)
+    for caps, status, reason in (
+        ({"hash_concurrency_per_ip": 1}, 429, "per_client"),
+        ({"hash_concurrency_per_ip": 10, "hash_queue_max": 1}, 503, "queue_full"),
+    ):
+        client = serve_app(rate_limit=True, rate_limit_login="100/minute", bcrypt_rounds=10, **caps)
+        before = scrape(client)
+        statuses = storm(client, 6)
+        after = scrape(client)
+        assert statuses.count(status) >= 1, reason
+        assert value(after, name, reason=reason) - value(before, name, reason=reason) == statuses.count(status)
 
 
-def test_pool_and_hash_queue_gauges(api, settings):
+def test_pool_and_hash_queue_gauges(api, settings, monkeypatch):
     samples = scrape(api)
     assert value(samples, "referral_db_pool_connections_max") == settings.db_pool_size
     assert 0 <= value(samples, "referral_db_pool_connections_in_use") <= settings.db_pool_size
     assert value(samples, "referral_password_hash_queue") == 0
-    api.app.ctx.hasher._queued = 3  # as if three hashes were waiting
-    try:
-        assert value(scrape(api), "referral_password_hash_queue") == 3
-    finally:
-        api.app.ctx.hasher._queued = 0
+    monkeypatch.setattr(api.app.ctx.hasher, "_queued", 3)  # as if three hashes were waiting
+    assert value(scrape(api), "referral_password_hash_queue") == 3
 
 
 @pytest.mark.sqlite_only

@@ -23,7 +23,7 @@ from referral.cache import email_key
 from referral.redis_link import BACK_MESSAGE, OUTAGE_MESSAGE
 from tests.conftest import TEST_SECRET
 from tests.databases import migrate
-from tests.factories import Factory, random_email, random_password
+from tests.factories import Factory, random_email
 from tests.support import (
     REDIS_URL,
     ThrowawayPostgres,
@@ -230,20 +230,16 @@ def test_a_redis_that_hangs_costs_one_short_timeout_not_a_stall(start, redis_pro
 def test_redis_down_at_start(start):
     closed_port = free_port()  # nothing listens there
     instance = start(REDIS_URL=f"redis://127.0.0.1:{closed_port}/0", RATE_LIMIT="on")
-    email, password = random_email(), random_password()
-    credentials = {"email": email, "password": password}
-    assert instance.request("POST", "/user/register", json=credentials).status_code == 201
-    login = instance.request("POST", "/user/auth", json=credentials)
-    assert login.status_code == 200
-    auth = {"authorization": login.json()["token"]}
-    form = {"grant_type": "password", "username": email, "password": password}
+    account = Factory(instance.http).user()  # a sign-up and a sign-in
+    form = {"grant_type": "password", "username": account.email, "password": account.password}
     assert instance.request("POST", "/user/token", data=form).status_code == 200
-    assert instance.request("POST", "/user/auth", json={**credentials, "password": "wrong-password"}).status_code == 401
-    code = instance.request("POST", "/refer/update_code", json={"day": 3}, headers=auth)
+    wrong = {"email": account.email, "password": "wrong-password"}
+    assert instance.request("POST", "/user/auth", json=wrong).status_code == 401
+    code = instance.request("POST", "/refer/update_code", json={"day": 3}, headers=account.auth)
     assert code.status_code == 201
-    assert instance.getcode(email).json() == code.json()
-    assert instance.getcode(email).json() == code.json()
-    assert instance.request("DELETE", "/refer/delete", headers=auth).status_code == 200
-    assert instance.getcode(email).status_code == 404
+    assert instance.getcode(account.email).json() == code.json()
+    assert instance.getcode(account.email).json() == code.json()
+    assert instance.request("DELETE", "/refer/delete", headers=account.auth).status_code == 200
+    assert instance.getcode(account.email).status_code == 404
     assert instance.log_count(OUTAGE_MESSAGE) == 1, instance.log_text()
-    assert email not in instance.log_text()
+    assert account.email not in instance.log_text()
