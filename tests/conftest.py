@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
+import secrets
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -11,7 +14,6 @@ import pytest
 import redis
 from sanic import Sanic
 
-from referral.app import ReferralApp, create_app
 from referral.clock import utcnow
 from referral.config import Settings, load_settings
 from referral.db.tables import referral_code
@@ -22,6 +24,7 @@ from tests.support import (
     POSTGRES_SERVER_URL,
     REDIS_URL,
     TEST_SECRET,
+    TcpProxy,
     ThrowawayPostgres,
     postgres_reachable,
     redoc_problem,
@@ -56,6 +59,37 @@ def redis_client() -> Iterator[redis.Redis]:
         require("redis", f"Redis at {REDIS_URL} is unreachable: {error!r}")
     yield client
     client.close()
+
+
+@pytest.fixture
+def service_name(redis_client: redis.Redis) -> Iterator[str]:
+    """A SERVICE_NAME of the test's own: every Redis key the service writes begins with it; deleted at the end."""
+    name = f"referral-test-{secrets.token_hex(4)}"
+    yield name
+    for key in redis_client.scan_iter(match=f"{name}:*", count=1000):
+        redis_client.delete(key)
+
+
+@pytest.fixture
+def redis_proxy(redis_client: redis.Redis) -> Iterator[TcpProxy]:
+    """A TcpProxy in front of the test Redis, to cut, stall and restore (its URL: `proxied_redis_url`)."""
+    with TcpProxy(redis_client.connection_pool.connection_kwargs["port"]) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def proxied_redis_url(redis_proxy: TcpProxy, redis_client: redis.Redis) -> str:
+    return f"redis://127.0.0.1:{redis_proxy.port}/{redis_client.connection_pool.connection_kwargs['db']}"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    """An `async def` test runs to its end in an event loop of its own, as `asyncio.run` runs a coroutine."""
+    test = pyfuncitem.obj
+    if not inspect.iscoroutinefunction(test):
+        return None
+    asyncio.run(test(**{name: pyfuncitem.funcargs[name] for name in inspect.signature(test).parameters}))
+    return True
 
 
 @pytest.fixture(scope="session")
@@ -121,13 +155,9 @@ def behind(empty_database: tuple[str, str | None]) -> tuple[str, str | None]:
 
 
 @pytest.fixture
-def app(settings: Settings) -> ReferralApp:
-    return create_app(settings=settings)
-
-
-@pytest.fixture
-def api(app: ReferralApp) -> Iterator[LiveClient]:
-    with LiveClient(app) as client:
+def api(settings: Settings) -> Iterator[LiveClient]:
+    """A live app built from the test settings."""
+    with serve(settings) as client:
         yield client
 
 

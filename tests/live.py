@@ -95,3 +95,9 @@ class LiveClient:
                 await asyncio.gather(*(client.aclose() for client in clients))
 
         return self.run(send_all())
+
+    def post_all(self, path: str, requests: list[dict[str, Any]]) -> list[httpx.Response]:
+        """POST to `path` once per item of `requests` (the arguments of each), all at once as `gather` sends."""
+        return self.gather(
+            [lambda client, arguments=arguments: client.post(path, **arguments) for arguments in requests]
+        )

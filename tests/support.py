@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -91,6 +92,22 @@ def wait_until_healthy(
             pass
         time.sleep(0.1)
     raise failure(f"the server did not answer within {seconds:g} s")
+
+
+@contextlib.contextmanager
+def running_server(
+    env: dict[str, str], *, cwd: Path, log: Path | None = None, stop_seconds: float = 15
+) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`python -m referral` started with `env` in `cwd` (output to `log`, or nowhere) and healthy: its base URL
+    and process; stopped on leaving."""
+    with log.open("wb") if log else contextlib.nullcontext(subprocess.DEVNULL) as output:
+        process = start_server([sys.executable, "-m", "referral"], cwd=cwd, env=env, output=output)
+    try:
+        base_url = f"http://127.0.0.1:{env['PORT']}"
+        wait_until_healthy(base_url, process, log=log)
+        yield base_url, process
+    finally:
+        stop_server(process, seconds=stop_seconds)
 
 
 def stop_server(process: subprocess.Popen, *, seconds: float = 15) -> None:
@@ -217,14 +234,11 @@ class TcpProxy:
             self._listener = listener
         threading.Thread(target=self._accept, args=(listener,), daemon=True, name="proxy-accept").start()
 
-    def close(self) -> None:
-        self.cut()
-
     def __enter__(self) -> TcpProxy:
         return self
 
     def __exit__(self, *_: object) -> None:
-        self.close()
+        self.cut()
 
     def _close_connections(self) -> None:
         with self._lock:

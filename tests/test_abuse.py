@@ -95,14 +95,8 @@ def test_concurrent_wrong_guesses_never_exceed_the_limit(settings, monkeypatch):
         email = random_email()
         Factory(api).user(email, random_password())
         monkeypatch.setattr(referral.security, "_verify_sync", counting_verify)
-        answers = api.gather(
-            [
-                lambda client, number=number: client.post(
-                    "/user/auth", json={"email": email, "password": f"wrong-guess-{number}"}
-                )
-                for number in range(30)
-            ]
-        )
+        guesses = [{"json": {"email": email, "password": f"wrong-guess-{number}"}} for number in range(30)]
+        answers = api.post_all("/user/auth", guesses)
     statuses = Counter(answer.status_code for answer in answers)
     assert 1 <= len(checked) <= 3, statuses
     assert statuses == {401: len(checked), 429: 30 - len(checked)}
@@ -316,12 +310,7 @@ def test_concurrent_referrals_of_one_mailbox_give_one_referral(api, make):
         for domain in ("gmail.com", "googlemail.com")
     ]
     assert len(set(variants)) == 20
-    answers = api.gather(
-        [
-            lambda client, email=email: client.post("/referals/register", json={"email": email, "code": code})
-            for email in variants
-        ]
-    )
+    answers = api.post_all("/referals/register", [{"json": {"email": email, "code": code}} for email in variants])
     statuses = Counter(answer.status_code for answer in answers)
     assert statuses == {201: 1, 409: 19}, statuses
     listed = api.get("/referals/list", params={"user_id": owner.id}, headers=owner.auth)

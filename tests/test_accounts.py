@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 
 import pytest
 
 import referral.security
 from referral.clock import utcnow
-from referral.config import ConfigError, Settings, load_settings
+from referral.config import ConfigError, load_settings
 from referral.db.tables import user as user_table
-from tests.factories import User, login, random_email, token_of
+from tests.factories import Factory, User, login, random_email, token_of
 from tests.live import LiveClient, serve
 from tests.problems import assert_problem
 from tests.support import server_env
@@ -21,10 +20,12 @@ from tests.support import server_env
 NEW_PASSWORD = "a-new-and-better-passphrase"
 
 
+def password_change(current: str, new: str) -> dict[str, str]:
+    return {"current_password": current, "new_password": new}
+
+
 def change_password(api: LiveClient, token: str, current: str, new: str):
-    return api.post(
-        "/user/password", json={"current_password": current, "new_password": new}, headers={"authorization": token}
-    )
+    return api.post("/user/password", json=password_change(current, new), headers={"authorization": token})
 
 
 def list_referrals(api: LiveClient, user: User, token: str):
@@ -37,11 +38,7 @@ PROTECTED = {
     "delete": lambda user: ("DELETE", "/refer/delete", {}),
     "list": lambda user: ("GET", "/referals/list", {"params": {"user_id": user.id}}),
     "logout": lambda user: ("POST", "/user/logout", {}),
-    "password": lambda user: (
-        "POST",
-        "/user/password",
-        {"json": {"current_password": user.password, "new_password": NEW_PASSWORD}},
-    ),
+    "password": lambda user: ("POST", "/user/password", {"json": password_change(user.password, NEW_PASSWORD)}),
 }
 
 
@@ -100,13 +97,6 @@ class TestLogout:
 # ------------------------------------------------------------------------------------------- #
 
 
-@pytest.fixture
-def limited_api(settings: Settings) -> Iterator[LiveClient]:
-    """Rate limits on, two failed logins per (email, address) a minute."""
-    with serve(settings, rate_limit=True, rate_limit_login="2/minute") as client:
-        yield client
-
-
 class TestPasswordChange:
     def test_hands_back_a_fresh_token_and_ends_the_old_ones(self, api, make):
         user = make.user()
@@ -138,15 +128,14 @@ class TestPasswordChange:
         assert login(api, user.email, user.password).status_code == 200
         assert_problem(login(api, user.email, NEW_PASSWORD), 401)
 
-    def test_wrong_current_password_counts_as_a_failed_login(self, limited_api):
-        api = limited_api
-        email, password = random_email(), "the-right-passphrase"
-        assert api.post("/user/register", json={"email": email, "password": password}).status_code == 201
-        token = token_of(api, email, password)
-        for _ in range(2):
-            assert_problem(change_password(api, token, "not-my-password", NEW_PASSWORD), 403)
-        assert_problem(change_password(api, token, password, NEW_PASSWORD), 429)
-        assert_problem(login(api, email, password), 429)
+    def test_wrong_current_password_counts_as_a_failed_login(self, settings):
+        """Rate limits on, two failed logins per (email, address) a minute."""
+        with serve(settings, rate_limit=True, rate_limit_login="2/minute") as api:
+            user = Factory(api).user()
+            for _ in range(2):
+                assert_problem(change_password(api, user.token, "not-my-password", NEW_PASSWORD), 403)
+            assert_problem(change_password(api, user.token, user.password, NEW_PASSWORD), 429)
+            assert_problem(login(api, user.email, user.password), 429)
 
 
 # ------------------------------------------------------------------------------------------- #
@@ -213,13 +202,9 @@ def test_other_passwords_are_accepted(api, make, choose, email, password):
 def test_signing_in_needs_only_the_right_password(api):
     """The rules are for choosing a password: one stored before them still signs in."""
     email = random_email()
-    api.run(
-        api.app.ctx.db.execute(
-            user_table.insert().values(
-                email=email, password_hash=referral.security._hash_sync("password", 4), created_at=utcnow()
-            )
-        )
-    )
+    password_hash = referral.security._hash_sync("password", 4)
+    insert = user_table.insert().values(email=email, password_hash=password_hash, created_at=utcnow())
+    api.run(api.app.ctx.db.execute(insert))
     assert login(api, email, "password").status_code == 200
 
 

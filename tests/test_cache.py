@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
+
+import pytest
 
 from referral.cache import CodeCache
 from referral.services.models import CodeInfo
@@ -13,72 +14,59 @@ from tests.factories import code_info as code
 EMAIL = "a@example.com"
 
 
-def fill(cache: CodeCache, entry: CodeInfo, email: str = EMAIL) -> None:
-    async def lookup_and_store() -> None:
-        await cache.put(email, entry, ticket=await cache.fill_ticket(email))
-
-    asyncio.run(lookup_and_store())
+async def fill(cache: CodeCache, entry: CodeInfo, email: str = EMAIL) -> None:
+    """A lookup's fill: take the ticket, then store the answer."""
+    await cache.put(email, entry, ticket=await cache.fill_ticket(email))
 
 
-def get(cache: CodeCache, email: str = EMAIL) -> CodeInfo | None:
-    return asyncio.run(cache.get(email))
-
-
-def test_serves_what_was_put():
+async def test_serves_what_was_put():
     cache = CodeCache(ttl=60)
     entry = code()
-    fill(cache, entry)
-    assert get(cache) == entry
+    await fill(cache, entry)
+    assert await cache.get(EMAIL) == entry
 
 
-def test_never_serves_a_code_past_its_expiry():
+async def test_never_serves_a_code_past_its_expiry():
     cache = CodeCache(ttl=60)
-    fill(cache, code(expires_in=timedelta(seconds=-1)))
-    assert get(cache) is None
+    await fill(cache, code(expires_in=timedelta(seconds=-1)))
+    assert await cache.get(EMAIL) is None
     assert len(cache) == 0
 
 
-def test_entries_expire_after_the_ttl():
-    cache = CodeCache(ttl=60)
-    fill(cache, code())
+async def expire_after_the_ttl(cache: CodeCache) -> None:
     cache._entries.expire(time=cache._entries.timer() + 61)
-    assert get(cache) is None
 
 
-def test_invalidate_forgets_the_entry():
-    cache = CodeCache(ttl=60)
-    fill(cache, code())
-    asyncio.run(cache.invalidate(EMAIL))
-    assert get(cache) is None
-
-
-def test_clear_forgets_everything():
-    cache = CodeCache(ttl=60)
-    fill(cache, code())
+async def clear(cache: CodeCache) -> None:
     cache.clear()
-    assert get(cache) is None
 
 
-def test_a_read_that_raced_a_write_is_not_cached():
+@pytest.mark.parametrize(
+    "forget", [expire_after_the_ttl, lambda cache: cache.invalidate(EMAIL), clear], ids=["ttl", "invalidate", "clear"]
+)
+async def test_entries_expire_after_the_ttl_and_invalidate_and_clear_forget_them(forget):
     cache = CodeCache(ttl=60)
-
-    async def race() -> None:
-        ticket = await cache.fill_ticket(EMAIL)  # a lookup starts reading the database...
-        await cache.invalidate(EMAIL)  # ...a write lands meanwhile...
-        await cache.put(EMAIL, code(name="STALE"), ticket=ticket)  # ...so its (old) answer is dropped
-
-    asyncio.run(race())
-    assert get(cache) is None
+    await fill(cache, code())
+    await forget(cache)
+    assert await cache.get(EMAIL) is None
 
 
-def test_ttl_zero_disables_the_cache():
+async def test_a_read_that_raced_a_write_is_not_cached():
+    cache = CodeCache(ttl=60)
+    ticket = await cache.fill_ticket(EMAIL)  # a lookup starts reading the database...
+    await cache.invalidate(EMAIL)  # ...a write lands meanwhile...
+    await cache.put(EMAIL, code(name="STALE"), ticket=ticket)  # ...so its (old) answer is dropped
+    assert await cache.get(EMAIL) is None
+
+
+async def test_ttl_zero_disables_the_cache():
     cache = CodeCache(ttl=0)
-    fill(cache, code())
-    assert get(cache) is None
+    await fill(cache, code())
+    assert await cache.get(EMAIL) is None
 
 
-def test_size_is_bounded():
+async def test_size_is_bounded():
     cache = CodeCache(ttl=60, maxsize=10)
     for number in range(100):
-        fill(cache, code(), email=f"u{number}@example.com")
+        await fill(cache, code(), email=f"u{number}@example.com")
     assert len(cache) == 10

@@ -13,6 +13,7 @@ from pydantic import Field
 from referral.config import ConfigError, Settings, load_settings, variable_name, warn_if_insecure
 
 ROOT = Path(__file__).resolve().parent.parent
+NOT_A_RATE_LIMIT = "is not a rate limit in the limits notation (e.g. 120/minute)"
 
 
 def test_defaults_need_no_environment():
@@ -113,14 +114,8 @@ def test_database_url_overrides_db_variables(given: str, used: str):
         ({"CODE_CACHE_TTL": "-1"}, "CODE_CACHE_TTL must be an integer of at least 0, got '-1'"),
         ({"CODE_CACHE_SIZE": "1e3"}, "CODE_CACHE_SIZE must be an integer of at least 1, got '1e3'"),
         ({"RATE_LIMIT": "maybe"}, "RATE_LIMIT must be on or off, got 'maybe'"),
-        (
-            {"RATE_LIMIT_IP": "lots"},
-            "RATE_LIMIT_IP is not a rate limit in the limits notation (e.g. 120/minute), got 'lots'",
-        ),
-        (
-            {"RATE_LIMIT_LOGIN": "10/fortnight"},
-            "RATE_LIMIT_LOGIN is not a rate limit in the limits notation (e.g. 120/minute), got '10/fortnight'",
-        ),
+        ({"RATE_LIMIT_IP": "lots"}, f"RATE_LIMIT_IP {NOT_A_RATE_LIMIT}, got 'lots'"),
+        ({"RATE_LIMIT_LOGIN": "10/fortnight"}, f"RATE_LIMIT_LOGIN {NOT_A_RATE_LIMIT}, got '10/fortnight'"),
         ({"DATABASE_URL": "mysql://u@h/d"}, "DATABASE_URL has an unsupported scheme: use postgresql or sqlite"),
         ({"DATABASE_URL": "not a url"}, "DATABASE_URL is not a URL"),  # a URL may hold a password: never echoed
         ({"DB_HOST": "h", "DB_SCHEMA": 'x"; DROP SCHEMA public; --'}, "DB_SCHEMA must be a plain identifier"),

@@ -10,6 +10,7 @@ import pytest
 
 from referral.config import Settings
 from tests.conftest import settings_on
+from tests.factories import login, register
 from tests.live import LiveClient, serve
 from tests.problems import assert_problem
 from tests.support import TcpProxy, free_port
@@ -34,18 +35,14 @@ def proxied(settings: Settings) -> Iterator[tuple[LiveClient, TcpProxy]]:
 def test_database_down_is_503_then_recovers_by_itself(proxied):
     api, proxy = proxied
     assert api.get("/health").status_code == 200
-    assert (
-        api.post("/user/register", json={"email": "before@example.com", "password": "a-fine-passphrase"}).status_code
-        == 201
-    )
+    assert register(api, "before@example.com", "a-fine-passphrase").status_code == 201
 
     proxy.cut()
     down = api.get("/health")
     assert_problem(down, 503)
     assert down.headers["retry-after"] == "1"
     for _ in range(2):  # the first may meet a dead pooled connection, the next a refused one
-        answer = api.post("/user/register", json={"email": "during@example.com", "password": "a-fine-passphrase"})
-        assert_problem(answer, 503)
+        assert_problem(register(api, "during@example.com", "a-fine-passphrase"), 503)
     assert_problem(api.get("/refer/getcode", params={"email": "before@example.com"}), 503)
 
     proxy.restore()
@@ -56,13 +53,10 @@ def test_database_down_is_503_then_recovers_by_itself(proxied):
             break
         api.run(asyncio.sleep(0.1))
     assert statuses[-1] == 200, statuses
-    assert (
-        api.post("/user/register", json={"email": "after@example.com", "password": "a-fine-passphrase"}).status_code
-        == 201
-    )
+    assert register(api, "after@example.com", "a-fine-passphrase").status_code == 201
 
 
 def test_starts_while_the_database_is_down(postgres_server):
     with serve(settings_on(f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/nothing_here")) as client:
         assert_problem(client.get("/health"), 503)
-        assert_problem(client.post("/user/auth", json={"email": "a@example.com", "password": "a-fine-passphrase"}), 503)
+        assert_problem(login(client, "a@example.com", "a-fine-passphrase"), 503)

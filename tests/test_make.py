@@ -31,8 +31,7 @@ pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="make is no
 
 # Answers `-c <check>` with its version (failing below 3.11, as the real check does) and makes a "venv"
 # holding a copy of itself for `-m venv DIR`; `-m pip ...` succeeds.
-FAKE_PYTHON = """#!/bin/sh
-version={version}
+FAKE_PYTHON = """version={version}
 case "$1" in
   -c) echo "$version"; case "$version" in 3.1[1-9]*|3.[2-9]*) exit 0;; *) exit 1;; esac;;
   -m) if [ "$2" = venv ]; then mkdir -p "$3/bin" && echo "version = $version" > "$3/pyvenv.cfg" \
@@ -42,17 +41,15 @@ exit 1
 """
 
 
-def fake_python(path: Path, version: str = "3.11.7") -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(FAKE_PYTHON.format(version=version))
-    path.chmod(0o755)
-    return path
-
-
 def fake_command(path: Path, script: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("#!/bin/sh\n" + script)
     path.chmod(0o755)
     return path
+
+
+def fake_python(path: Path, version: str = "3.11.7") -> Path:
+    return fake_command(path, FAKE_PYTHON.format(version=version))
 
 
 def make(*args: str | Path, path: str | None = None) -> subprocess.CompletedProcess[str]:

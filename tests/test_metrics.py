@@ -4,7 +4,6 @@ switch and the token work, and with two worker processes every worker's counts a
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -18,9 +17,10 @@ from tests.databases import SQLiteTemplate
 from tests.factories import Factory, random_email
 from tests.live import LiveClient
 from tests.problems import assert_problem
-from tests.support import server_env, start_server, stop_server, wait_until_healthy
+from tests.support import running_server, server_env
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+ONE_A_MINUTE = {"rate_limit_user": "1/minute", "rate_limit_login": "1/minute"}  # a user's writes, an email's logins
 
 
 def parse(text: str) -> Samples:
@@ -88,9 +88,7 @@ def test_code_cache_hits_and_misses(api, make):
 
 @pytest.mark.sqlite_only
 def test_rate_limit_rejections_by_scope(serve_app):
-    limited = serve_app(
-        rate_limit=True, rate_limit_ip="2/minute", rate_limit_user="1/minute", rate_limit_login="1/minute"
-    )
+    limited = serve_app(rate_limit=True, rate_limit_ip="2/minute", **ONE_A_MINUTE)
     before = scrape(limited)
     statuses = [limited.get("/refer/getcode", params={"email": random_email()}).status_code for _ in range(4)]
     assert statuses == [404, 404, 429, 429]
@@ -104,9 +102,7 @@ def test_rate_limit_rejections_by_scope(serve_app):
 def test_user_and_login_rejections_are_counted_apart(serve_app):
     open_api = serve_app()
     owner = Factory(open_api).user()
-    limited = serve_app(
-        rate_limit=True, rate_limit_ip="100/minute", rate_limit_user="1/minute", rate_limit_login="1/minute"
-    )
+    limited = serve_app(rate_limit=True, rate_limit_ip="100/minute", **ONE_A_MINUTE)
     before = scrape(limited)
     assert [limited.post("/refer/delete", headers=owner.bearer).status_code for _ in range(2)] == [404, 429]
     wrong = {"email": owner.email, "password": "not-the-password"}
@@ -124,36 +120,27 @@ def test_password_hash_rejections_per_client_and_queue_full(serve_app):
 
     def storm(client: LiveClient, count: int) -> list[int]:
         credentials = {"email": random_email(), "password": "not-the-password"}
-        answers = client.gather([lambda http: http.post("/user/auth", json=credentials) for _ in range(count)])
-        return [answer.status_code for answer in answers]
+        return [answer.status_code for answer in client.post_all("/user/auth", [{"json": credentials}] * count)]
 
-    per_client = serve_app(rate_limit=True, rate_limit_login="100/minute", bcrypt_rounds=10, hash_concurrency_per_ip=1)
-    before = scrape(per_client)
-    statuses = storm(per_client, 6)
-    after = scrape(per_client)
-    assert statuses.count(429) >= 1
-    assert value(after, name, reason="per_client") - value(before, name, reason="per_client") == statuses.count(429)
-
-    queue = serve_app(
-        rate_limit=True, rate_limit_login="100/minute", bcrypt_rounds=10, hash_concurrency_per_ip=10, hash_queue_max=1
-    )
-    before = scrape(queue)
-    statuses = storm(queue, 6)
-    after = scrape(queue)
-    assert statuses.count(503) >= 1
-    assert value(after, name, reason="queue_full") - value(before, name, reason="queue_full") == statuses.count(503)
+    for caps, status, reason in (
+        ({"hash_concurrency_per_ip": 1}, 429, "per_client"),
+        ({"hash_concurrency_per_ip": 10, "hash_queue_max": 1}, 503, "queue_full"),
+    ):
+        client = serve_app(rate_limit=True, rate_limit_login="100/minute", bcrypt_rounds=10, **caps)
+        before = scrape(client)
+        statuses = storm(client, 6)
+        after = scrape(client)
+        assert statuses.count(status) >= 1, reason
+        assert value(after, name, reason=reason) - value(before, name, reason=reason) == statuses.count(status)
 
 
-def test_pool_and_hash_queue_gauges(api, settings):
+def test_pool_and_hash_queue_gauges(api, settings, monkeypatch):
     samples = scrape(api)
     assert value(samples, "referral_db_pool_connections_max") == settings.db_pool_size
     assert 0 <= value(samples, "referral_db_pool_connections_in_use") <= settings.db_pool_size
     assert value(samples, "referral_password_hash_queue") == 0
-    api.app.ctx.hasher._queued = 3  # as if three hashes were waiting
-    try:
-        assert value(scrape(api), "referral_password_hash_queue") == 3
-    finally:
-        api.app.ctx.hasher._queued = 0
+    monkeypatch.setattr(api.app.ctx.hasher, "_queued", 3)  # as if three hashes were waiting
+    assert value(scrape(api), "referral_password_hash_queue") == 3
 
 
 @pytest.mark.sqlite_only
@@ -201,11 +188,7 @@ def test_two_workers_add_up(sqlite_template: SQLiteTemplate, tmp_path: Path):
     log = tmp_path / "server.log"
     url = sqlite_template.fresh_url(tmp_path)
     env = server_env(TMPDIR=str(scratch), DATABASE_URL=url, WORKERS="2", DB_POOL_SIZE="3", LOG_FORMAT="json")
-    with log.open("wb") as output:
-        server = start_server([sys.executable, "-m", "referral"], cwd=tmp_path, env=env, output=output)
-    base_url = f"http://127.0.0.1:{env['PORT']}"
-    try:
-        wait_until_healthy(base_url, server, log=log)
+    with running_server(env, cwd=tmp_path, log=log) as (base_url, server):
         [directory] = scratch.glob("referral-metrics-*")
         sent, pids = 0, set()
         while len(pids) < 2 and sent < 400:  # new connections land on either worker
@@ -232,8 +215,6 @@ def test_two_workers_add_up(sqlite_template: SQLiteTemplate, tmp_path: Path):
             assert value(samples, "referral_code_cache_lookups_total", result="miss") == sent
             assert value(samples, "referral_http_request_duration_seconds_count", route="/refer/getcode") == sent
             assert value(samples, "referral_db_pool_connections_max") == 2 * 3
-    finally:
-        stop_server(server)
     assert server.returncode == 0
     assert not directory.exists()
 
@@ -245,14 +226,7 @@ def test_an_operators_multiprocess_directory_is_emptied_at_start_and_kept(
     directory.mkdir()
     (directory / "counter_99999.db").write_bytes(b"stale values of an earlier run")
     env = server_env(PROMETHEUS_MULTIPROC_DIR=str(directory), DATABASE_URL=sqlite_template.fresh_url(tmp_path))
-    port = env["PORT"]
-    server = start_server([sys.executable, "-m", "referral"], cwd=tmp_path, env=env)
-    try:
-        wait_until_healthy(f"http://127.0.0.1:{port}", server)
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
-            samples = scrape(client)
-        assert requests_of(samples, "/health", "GET", 200) >= 1
+    with running_server(env, cwd=tmp_path) as (base_url, _), httpx.Client(base_url=base_url) as client:
+        assert requests_of(scrape(client), "/health", "GET", 200) >= 1
         assert not (directory / "counter_99999.db").exists()
-    finally:
-        stop_server(server)
     assert directory.is_dir()

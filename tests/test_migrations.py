@@ -20,11 +20,18 @@ TABLES = {"user", "referral_code", "referral", "referral_count", "alembic_versio
 
 
 def inspect(url: str, schema: str | None, action):
+    """`action(connection, schema)` on a connection whose search_path is `schema` (on PostgreSQL)."""
+
+    def in_schema(connection: sa.Connection):
+        if schema:
+            connection.execute(sa.text(f'SET search_path TO "{schema}"'))
+        return action(connection, schema)
+
     async def run():
         engine = create_async_engine(url)
         try:
             async with engine.connect() as connection:
-                return await connection.run_sync(lambda sync: action(sync, schema))
+                return await connection.run_sync(in_schema)
         finally:
             await engine.dispose()
 
@@ -36,8 +43,6 @@ def table_names(connection: sa.Connection, schema: str | None) -> set[str]:
 
 
 def model_differences(connection: sa.Connection, schema: str | None) -> list:
-    if schema:
-        connection.execute(sa.text(f'SET search_path TO "{schema}"'))
     context = MigrationContext.configure(connection, opts={"compare_type": True})
     return compare_metadata(context, metadata)
 
@@ -66,54 +71,42 @@ def test_everything_lives_in_db_schema(empty_database):
     assert inspect(url, "public", table_names) == set()
 
 
-def insert_two_live_codes(connection: sa.Connection, schema: str | None) -> None:
-    if schema:
-        connection.execute(sa.text(f'SET search_path TO "{schema}"'))
-    connection.execute(
-        sa.text("INSERT INTO \"user\" (email, password_hash, created_at) VALUES ('a@example.com', 'x', :now)"),
-        {"now": utcnow()},
-    )
-    insert = sa.text("INSERT INTO referral_code (user_id, code, expires_at, created_at) VALUES (1, :code, :now, :now)")
-    connection.execute(insert, {"code": "FIRST", "now": utcnow()})
-    connection.execute(insert, {"code": "SECOND", "now": utcnow()})
+INSERT_USER = sa.text("INSERT INTO \"user\" (email, password_hash, created_at) VALUES (:email, 'x', :now)")
+INSERT_CODE = sa.text("INSERT INTO referral_code (user_id, code, expires_at, created_at) VALUES (1, :code, :now, :now)")
+INSERT_REFERRAL = sa.text("INSERT INTO referral (email, code_id, referrer_id, created_at) VALUES (:email, 1, 1, :now)")
+
+
+def seed(users: list[str], codes: list[str], referrals: list[str]):
+    """An action inserting users, codes of user 1 and referrals through code 1, as rows, and committing."""
+
+    def insert(connection: sa.Connection, schema: str | None) -> None:
+        for statement, column, values in (
+            (INSERT_USER, "email", users),
+            (INSERT_CODE, "code", codes),
+            (INSERT_REFERRAL, "email", referrals),
+        ):
+            for value in values:
+                connection.execute(statement, {column: value, "now": utcnow()})
+        connection.commit()
+
+    return insert
 
 
 def test_one_live_code_per_user_is_enforced_by_the_database(empty_database):
     url, schema = empty_database
     migrate(url, schema)
     with pytest.raises(sa.exc.IntegrityError):
-        inspect(url, schema, insert_two_live_codes)
-
-
-def seed_referrals_before_counts(connection: sa.Connection, schema: str | None) -> None:
-    if schema:
-        connection.execute(sa.text(f'SET search_path TO "{schema}"'))
-    now = {"now": utcnow()}
-    connection.execute(
-        sa.text("INSERT INTO \"user\" (email, password_hash, created_at) VALUES ('a@example.com', 'x', :now)"), now
-    )
-    connection.execute(
-        sa.text("INSERT INTO referral_code (user_id, code, expires_at, created_at) VALUES (1, 'CODE', :now, :now)"),
-        now,
-    )
-    for number in range(3):
-        connection.execute(
-            sa.text("INSERT INTO referral (email, code_id, referrer_id, created_at) VALUES (:email, 1, 1, :now)"),
-            {"email": f"r{number}@example.com", **now},
-        )
-    connection.commit()
+        inspect(url, schema, seed(["a@example.com"], ["FIRST", "SECOND"], []))
 
 
 def referral_totals(connection: sa.Connection, schema: str | None) -> list[tuple[int, int]]:
-    if schema:
-        connection.execute(sa.text(f'SET search_path TO "{schema}"'))
     return [tuple(row) for row in connection.execute(sa.text("SELECT referrer_id, total FROM referral_count"))]
 
 
 def test_referral_totals_are_backfilled_from_existing_referrals(empty_database):
     url, schema = empty_database
     migrate(url, schema, revision="0001")
-    inspect(url, schema, seed_referrals_before_counts)
+    inspect(url, schema, seed(["a@example.com"], ["CODE"], [f"r{number}@example.com" for number in range(3)]))
     migrate(url, schema)
     assert inspect(url, schema, referral_totals) == [(1, 3)]
 
@@ -122,38 +115,16 @@ REFERRALS_BEFORE_MAILBOXES = ["Bob@example.com", "carol@gmail.com", "bob+x@examp
 """Emails of referrals registered before canonical mailboxes, oldest first: two pairs share a mailbox."""
 
 
-def seed_referrals_before_mailboxes(connection: sa.Connection, schema: str | None) -> None:
-    if schema:
-        connection.execute(sa.text(f'SET search_path TO "{schema}"'))
-    now = {"now": utcnow()}
-    for email in ("a@example.com", "b@example.com"):
-        connection.execute(
-            sa.text("INSERT INTO \"user\" (email, password_hash, created_at) VALUES (:email, 'x', :now)"),
-            {"email": email, **now},
-        )
-    connection.execute(
-        sa.text("INSERT INTO referral_code (user_id, code, expires_at, created_at) VALUES (1, 'CODE', :now, :now)"),
-        now,
-    )
-    for email in REFERRALS_BEFORE_MAILBOXES:
-        connection.execute(
-            sa.text("INSERT INTO referral (email, code_id, referrer_id, created_at) VALUES (:email, 1, 1, :now)"),
-            {"email": email, **now},
-        )
-    connection.commit()
+SEED_BEFORE_MAILBOXES = seed(["a@example.com", "b@example.com"], ["CODE"], REFERRALS_BEFORE_MAILBOXES)
 
 
 def mailboxes_and_token_versions(connection: sa.Connection, schema: str | None) -> tuple[dict[str, str], list[int]]:
-    if schema:
-        connection.execute(sa.text(f'SET search_path TO "{schema}"'))
     mailboxes = dict(connection.execute(sa.text("SELECT email, mailbox FROM referral")).all())
     versions = list(connection.execute(sa.text('SELECT token_version FROM "user" ORDER BY id')).scalars())
     return mailboxes, versions
 
 
 def insert_a_referral_of_a_taken_mailbox(connection: sa.Connection, schema: str | None) -> None:
-    if schema:
-        connection.execute(sa.text(f'SET search_path TO "{schema}"'))
     connection.execute(
         sa.text(
             "INSERT INTO referral (email, mailbox, code_id, referrer_id, created_at) "
@@ -164,8 +135,6 @@ def insert_a_referral_of_a_taken_mailbox(connection: sa.Connection, schema: str 
 
 
 def referral_rows(connection: sa.Connection, schema: str | None) -> int:
-    if schema:
-        connection.execute(sa.text(f'SET search_path TO "{schema}"'))
     return connection.execute(sa.text("SELECT count(*) FROM referral")).scalar_one()
 
 
@@ -188,7 +157,7 @@ MAILBOXES_AFTER_0003 = {
 def test_0003_gives_the_oldest_referral_of_each_mailbox_its_mailbox_and_every_user_token_version_0(empty_database):
     url, schema = empty_database
     migrate(url, schema, revision="0002")
-    inspect(url, schema, seed_referrals_before_mailboxes)
+    inspect(url, schema, SEED_BEFORE_MAILBOXES)
     migrate(url, schema)
     mailboxes, versions = inspect(url, schema, mailboxes_and_token_versions)
     assert mailboxes == MAILBOXES_AFTER_0003
@@ -200,7 +169,7 @@ def test_0003_gives_the_oldest_referral_of_each_mailbox_its_mailbox_and_every_us
 def test_0003_downgrades_to_0002_keeping_the_rows(empty_database):
     url, schema = empty_database
     migrate(url, schema, revision="0002")
-    inspect(url, schema, seed_referrals_before_mailboxes)
+    inspect(url, schema, SEED_BEFORE_MAILBOXES)
     migrate(url, schema)
     downgrade(url, schema, revision="0002")
     columns = inspect(url, schema, column_names)

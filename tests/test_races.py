@@ -18,11 +18,8 @@ def count(api, query) -> int:
 
 def test_concurrent_update_code_leaves_exactly_one_live_code(api, make):
     owner = make.user()
-    answers = api.gather(
-        [
-            lambda client, day=day: client.post("/refer/update_code", json={"day": day}, headers=owner.auth)
-            for day in range(1, CONCURRENCY + 1)
-        ]
+    answers = api.post_all(
+        "/refer/update_code", [{"json": {"day": day}, "headers": owner.auth} for day in range(1, CONCURRENCY + 1)]
     )
     statuses = Counter(answer.status_code for answer in answers)
     assert statuses == {201: 1, 200: CONCURRENCY - 1}, statuses
@@ -34,14 +31,8 @@ def test_concurrent_update_code_leaves_exactly_one_live_code(api, make):
 
 def test_concurrent_custom_codes_of_one_user_leave_one_live_code(api, make):
     owner = make.user()
-    answers = api.gather(
-        [
-            lambda client, number=number: client.post(
-                "/refer/update_code", json={"day": 5, "code": f"CUSTOM-{number:02d}"}, headers=owner.auth
-            )
-            for number in range(CONCURRENCY)
-        ]
-    )
+    bodies = [{"day": 5, "code": f"CUSTOM-{number:02d}"} for number in range(CONCURRENCY)]
+    answers = api.post_all("/refer/update_code", [{"json": body, "headers": owner.auth} for body in bodies])
     assert all(answer.status_code == 201 for answer in answers), [answer.text for answer in answers]
     live = sa.select(sa.func.count()).where(referral_code.c.user_id == owner.id, referral_code.c.retired_at.is_(None))
     assert count(api, live) == 1
@@ -51,13 +42,8 @@ def test_concurrent_custom_codes_of_one_user_leave_one_live_code(api, make):
 
 def test_concurrent_claims_of_one_custom_code_give_one_owner(api, make):
     users = [make.user() for _ in range(CONCURRENCY)]
-    answers = api.gather(
-        [
-            lambda client, user=user: client.post(
-                "/refer/update_code", json={"day": 5, "code": "ONLY-ONE"}, headers=user.auth
-            )
-            for user in users
-        ]
+    answers = api.post_all(
+        "/refer/update_code", [{"json": {"day": 5, "code": "ONLY-ONE"}, "headers": user.auth} for user in users]
     )
     assert Counter(answer.status_code for answer in answers) == {201: 1, 409: CONCURRENCY - 1}
     assert count(api, sa.select(sa.func.count()).where(referral_code.c.code == "ONLY-ONE")) == 1
@@ -65,13 +51,9 @@ def test_concurrent_claims_of_one_custom_code_give_one_owner(api, make):
 
 def test_concurrent_registrations_of_one_email_give_one_user(api):
     email = random_email()
-    answers = api.gather(
-        [
-            lambda client, number=number: client.post(
-                "/user/register", json={"email": email, "password": f"password-{number}"}
-            )
-            for number in range(CONCURRENCY)
-        ]
+    answers = api.post_all(
+        "/user/register",
+        [{"json": {"email": email, "password": f"password-{number}"}} for number in range(CONCURRENCY)],
     )
     assert Counter(answer.status_code for answer in answers) == {201: 1, 409: CONCURRENCY - 1}
     assert count(api, sa.select(sa.func.count()).where(user.c.email == email)) == 1
@@ -80,15 +62,8 @@ def test_concurrent_registrations_of_one_email_give_one_user(api):
 def test_concurrent_referral_registrations_of_one_email_give_one_referral(api, make):
     code = make.code(make.user())
     email = random_email()
-    answers = api.gather(
-        [
-            lambda client, number=number: client.post(
-                "/referals/register",
-                json={"email": email, "code": code["code"], "password": f"password-{number}"},
-            )
-            for number in range(CONCURRENCY)
-        ]
-    )
+    bodies = [{"email": email, "code": code["code"], "password": f"password-{number}"} for number in range(CONCURRENCY)]
+    answers = api.post_all("/referals/register", [{"json": body} for body in bodies])
     assert Counter(answer.status_code for answer in answers) == {201: 1, 409: CONCURRENCY - 1}
     assert count(api, sa.select(sa.func.count()).where(referral.c.email == email)) == 1
     assert count(api, sa.select(sa.func.count()).where(user.c.email == email)) == 1
@@ -114,11 +89,8 @@ def test_delete_racing_referral_registrations(api, make):
 def test_concurrent_referrals_keep_the_total_exact(api, make):
     owner = make.user()
     code = make.code(owner)
-    answers = api.gather(
-        [
-            lambda client: client.post("/referals/register", json={"email": random_email(), "code": code["code"]})
-            for _ in range(CONCURRENCY)
-        ]
+    answers = api.post_all(
+        "/referals/register", [{"json": {"email": random_email(), "code": code["code"]}} for _ in range(CONCURRENCY)]
     )
     assert all(answer.status_code == 201 for answer in answers)
     listed = api.get("/referals/list", params={"user_id": owner.id, "limit": 1}, headers=owner.auth)

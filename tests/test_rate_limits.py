@@ -96,16 +96,11 @@ def past_one_a_minute(settings: Settings, *, rate_limit: bool) -> tuple[list[int
     return getcode, logins
 
 
-def test_off_switch(settings):
-    getcode, logins = past_one_a_minute(settings, rate_limit=False)
-    assert getcode == [404] * TIMES
-    assert logins == [401] * TIMES
-
-
-def test_the_same_limits_apply_when_switched_on(settings):
-    getcode, logins = past_one_a_minute(settings, rate_limit=True)
-    assert getcode == [404] + [429] * (TIMES - 1)
-    assert logins == [401] + [429] * (TIMES - 1)
+@pytest.mark.parametrize(("rate_limit", "after_the_first"), [(False, (404, 401)), (True, (429, 429))])
+def test_the_off_switch_and_the_same_limits_when_switched_on(settings, rate_limit, after_the_first):
+    getcode, logins = past_one_a_minute(settings, rate_limit=rate_limit)
+    assert getcode == [404] + [after_the_first[0]] * (TIMES - 1)
+    assert logins == [401] + [after_the_first[1]] * (TIMES - 1)
 
 
 class SweepCounting(InProcessCounters):
@@ -149,7 +144,7 @@ def test_in_process_counters_cost_does_not_grow_with_the_clients(monkeypatch):
     assert len(counters.storage) == 1  # the other 9,999 clients' counters were swept
 
 
-def test_in_process_counters_allow_what_limits_own_storage_allows(monkeypatch):
+async def test_in_process_counters_allow_what_limits_own_storage_allows(monkeypatch):
     """The same sliding window as limits' MemoryStorage computes: hits at uneven times over five
     windows, refused and allowed alike by both."""
     clock = [1_000_020.0]
@@ -157,37 +152,26 @@ def test_in_process_counters_allow_what_limits_own_storage_allows(monkeypatch):
     per_ip = parse("5/minute")
     ours, theirs = (SlidingWindowCounterRateLimiter(storage) for storage in (InProcessCounters(), MemoryStorage()))
     steps = random.Random(7)
-
-    async def both() -> list[tuple[bool, bool]]:
-        answers = []
-        for _ in range(400):
-            clock[0] += steps.choice((0.1, 0.5, 2.0, 7.0, 31.0))
-            client = steps.choice(("10.0.0.1", "10.0.0.2"))
-            answers.append((await ours.hit(per_ip, "ip", client), await theirs.hit(per_ip, "ip", client)))
-            assert await ours.get_window_stats(per_ip, "ip", client) == await theirs.get_window_stats(
-                per_ip, "ip", client
-            )
-        return answers
-
-    answers = asyncio.run(both())
+    answers = []
+    for _ in range(400):
+        clock[0] += steps.choice((0.1, 0.5, 2.0, 7.0, 31.0))
+        client = steps.choice(("10.0.0.1", "10.0.0.2"))
+        answers.append((await ours.hit(per_ip, "ip", client), await theirs.hit(per_ip, "ip", client)))
+        assert await ours.get_window_stats(per_ip, "ip", client) == await theirs.get_window_stats(per_ip, "ip", client)
     assert [mine for mine, _ in answers] == [limits for _, limits in answers]
     assert 50 < sum(allowed for allowed, _ in answers) < 350  # both allowed and refused hits were compared
 
 
-def test_in_process_counters_give_back_never_below_zero():
+async def test_in_process_counters_give_back_never_below_zero():
     counters = InProcessCounters()
     failed_logins = parse("2/minute")
     limiter = FixedWindowRateLimiter(counters)
     key = failed_logins.key_for("login", "a@example.com", "127.0.0.1")
-
-    async def scenario() -> list[bool]:
-        assert await counters.decr(key) == 0  # nothing to give back: nothing is created
-        assert key not in counters.storage
-        taken = [await limiter.hit(failed_logins, "login", "a@example.com", "127.0.0.1") for _ in range(2)]
-        assert await counters.decr(key) == 1
-        return [*taken, await limiter.hit(failed_logins, "login", "a@example.com", "127.0.0.1")]
-
-    assert asyncio.run(scenario()) == [True, True, True]
+    assert await counters.decr(key) == 0  # nothing to give back: nothing is created
+    assert key not in counters.storage
+    taken = [await limiter.hit(failed_logins, "login", "a@example.com", "127.0.0.1") for _ in range(2)]
+    assert await counters.decr(key) == 1
+    assert [*taken, await limiter.hit(failed_logins, "login", "a@example.com", "127.0.0.1")] == [True, True, True]
 
 
 def getcode_statuses(app_config: dict[str, object], settings: Settings, forwarded_for: list[str]) -> list[int]:

@@ -29,7 +29,7 @@ import pytest
 
 from referral.services.codes import CODE_ALPHABET, GENERATED_CODE_LENGTH
 from tests.databases import migrate
-from tests.support import ROOT, require, server_env, start_server, stop_server, wait_until_healthy
+from tests.support import ROOT, require, running_server, server_env
 
 README = ROOT / "README.md"
 README_BASE = "http://127.0.0.1:8000"
@@ -189,15 +189,8 @@ def server(tmp_path: Path):
     database_url = f"sqlite+aiosqlite:///{tmp_path / 'readme.db'}"
     migrate(database_url)
     environment = server_env(HOST="127.0.0.1", DATABASE_URL=database_url, SECRET_KEY=SECRET)
-    log = tmp_path / "server.log"
-    with log.open("w") as output:
-        process = start_server([sys.executable, "-m", "referral"], cwd=tmp_path, env=environment, output=output)
-    base_url = f"http://127.0.0.1:{environment['PORT']}"
-    try:
-        wait_until_healthy(base_url, process, seconds=30, log=log)
+    with running_server(environment, cwd=tmp_path, log=tmp_path / "server.log", stop_seconds=5) as (base_url, _):
         yield base_url
-    finally:
-        stop_server(process, seconds=5)
 
 
 def test_the_walkthrough_covers_the_api_and_deletes_last():

@@ -9,25 +9,24 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
 
 import pytest
-import redis
 
 from referral.cache import CodeCache, email_key, encode
 from referral.clock import utcnow
 from referral.config import ConfigError, Settings, load_settings
 from referral.db import codes as code_queries
-from referral.redis_link import RedisLink
+from referral.redis_link import RETRY_INTERVAL, RedisLink
 from referral.services.models import CodeInfo
 from tests.factories import Factory, random_email
 from tests.factories import code_info as code
 from tests.live import serve
 from tests.problems import assert_problem
-from tests.support import REDIS_URL, TcpProxy
+from tests.support import REDIS_URL
 
 PATIENT_MS = 3000  # a machine busy with other tests never trips the breaker where sharing is asserted
 
@@ -35,27 +34,20 @@ pytestmark = pytest.mark.sqlite_only
 
 
 @pytest.fixture
-def prefix(redis_client: redis.Redis) -> Iterator[str]:
-    """A SERVICE_NAME of the test's own: every key the service writes begins with it."""
-    name = f"referral-test-{secrets.token_hex(4)}"
-    yield name
-    for key in redis_client.scan_iter(match=f"{name}:*", count=1000):
-        redis_client.delete(key)
+def shared_settings(settings: Settings, service_name: str) -> Settings:
+    return settings.with_overrides(redis_url=REDIS_URL, service_name=service_name, redis_timeout_ms=PATIENT_MS)
 
 
-@pytest.fixture
-def proxy(redis_client: redis.Redis) -> Iterator[TcpProxy]:
-    with TcpProxy(redis_client.connection_pool.connection_kwargs["port"]) as tcp_proxy:
-        yield tcp_proxy
-
-
-def proxied_url(proxy: TcpProxy, redis_client: redis.Redis) -> str:
-    return f"redis://127.0.0.1:{proxy.port}/{redis_client.connection_pool.connection_kwargs['db']}"
-
-
-@pytest.fixture
-def shared_settings(settings: Settings, prefix: str) -> Settings:
-    return settings.with_overrides(redis_url=REDIS_URL, service_name=prefix, redis_timeout_ms=PATIENT_MS)
+@asynccontextmanager
+async def linked(
+    prefix: str, url: str = REDIS_URL, *, retry_interval: float = RETRY_INTERVAL
+) -> AsyncIterator[RedisLink]:
+    """A patient RedisLink writing keys under `prefix`, closed at the end."""
+    link = RedisLink(url, prefix=prefix, timeout=PATIENT_MS / 1000, retry_interval=retry_interval)
+    try:
+        yield link
+    finally:
+        await link.close()
 
 
 def entry_key(prefix: str, email: str, *, kind: str = "code") -> str:
@@ -70,38 +62,26 @@ async def wait_until_up(link: RedisLink, seconds: float = 10) -> None:
         await asyncio.sleep(0.02)
 
 
-def test_the_cache_lives_in_redis_with_a_ttl_capped_by_the_setting_and_the_code(redis_client, prefix):
-    async def scenario() -> None:
-        link = RedisLink(REDIS_URL, prefix=prefix, timeout=PATIENT_MS / 1000)
+async def test_the_cache_lives_in_redis_with_a_ttl_capped_by_the_setting_and_the_code(redis_client, service_name):
+    async with linked(service_name) as link:
         cache = CodeCache(ttl=60, redis=link)
-        try:
-            for email, entry, cap_ms in (
-                ("long@example.com", code(timedelta(days=1)), 60_000),
-                ("short@example.com", code(timedelta(seconds=5)), 5_000),
-            ):
-                await cache.put(email, entry, ticket=await cache.fill_ticket(email))
-                assert await cache.get(email) == entry
-                assert cap_ms - 2_000 < redis_client.pttl(entry_key(prefix, email)) <= cap_ms
-            gone = code(timedelta(seconds=-1))
-            await cache.put("gone@example.com", gone, ticket=await cache.fill_ticket("gone@example.com"))
-            assert not redis_client.exists(entry_key(prefix, "gone@example.com"))  # an expired code is not stored
-        finally:
-            await link.close()
-
-    asyncio.run(scenario())
+        for email, entry, cap_ms in (
+            ("long@example.com", code(timedelta(days=1)), 60_000),
+            ("short@example.com", code(timedelta(seconds=5)), 5_000),
+        ):
+            await cache.put(email, entry, ticket=await cache.fill_ticket(email))
+            assert await cache.get(email) == entry
+            assert cap_ms - 2_000 < redis_client.pttl(entry_key(service_name, email)) <= cap_ms
+        gone = code(timedelta(seconds=-1))
+        await cache.put("gone@example.com", gone, ticket=await cache.fill_ticket("gone@example.com"))
+        assert not redis_client.exists(entry_key(service_name, "gone@example.com"))  # an expired code is not stored
 
 
-def test_a_cached_code_is_never_served_past_its_expiry(redis_client, prefix):
-    async def scenario() -> None:
-        link = RedisLink(REDIS_URL, prefix=prefix, timeout=PATIENT_MS / 1000)
-        try:
-            stale = encode(code(timedelta(seconds=-1)), filled_at=time.time())
-            redis_client.set(entry_key(prefix, "a@example.com"), stale, px=60_000)  # as if the clock had moved on
-            assert await CodeCache(ttl=60, redis=link).get("a@example.com") is None
-        finally:
-            await link.close()
-
-    asyncio.run(scenario())
+async def test_a_cached_code_is_never_served_past_its_expiry(redis_client, service_name):
+    async with linked(service_name) as link:
+        stale = encode(code(timedelta(seconds=-1)), filled_at=time.time())
+        redis_client.set(entry_key(service_name, "a@example.com"), stale, px=60_000)  # as if the clock had moved on
+        assert await CodeCache(ttl=60, redis=link).get("a@example.com") is None
 
 
 FILLED = time.time()
@@ -110,97 +90,70 @@ GOOD = {"user_id": 1, "code": "CODE-1", "expires_at": EXPIRES.isoformat()}
 READABLE = json.dumps({"version": 1, "filled_at": FILLED, "code": GOOD})
 
 
+def readable_but(**code_changes: object) -> dict:
+    """A version-1 entry filled now, of GOOD's code with `code_changes`."""
+    return {"version": 1, "filled_at": FILLED, "code": {**GOOD, **code_changes}}
+
+
 @pytest.mark.parametrize(
     "entry",
     [
         pytest.param({"version": 2, "filled_at": FILLED, "code": GOOD, "max_uses": 5}, id="a future version"),
         pytest.param(f"1|{FILLED}|{EXPIRES.isoformat()}|CODE-1", id="the pipe-delimited entry before versions"),
-        pytest.param({"version": 1, "filled_at": FILLED, "code": {**GOOD, "user_id": -5}}, id="user id -5"),
-        pytest.param(
-            {"version": 1, "filled_at": FILLED, "code": {**GOOD, "user_id": 2**64}},
-            id="user id over 64 bits",
-        ),
-        pytest.param({"version": 1, "filled_at": FILLED, "code": {**GOOD, "code": "X" * 2**20}}, id="a 1 MB code"),
-        pytest.param(
-            {"version": 1, "filled_at": FILLED, "code": {**GOOD, "code": "no spaces"}},
-            id="a code with a space",
-        ),
-        pytest.param(
-            {"version": 1, "filled_at": FILLED, "code": {**GOOD, "expires_at": "9999-12-31T00:00:00+00:00"}},
-            id="year 9999",
-        ),
-        pytest.param(
-            {"version": 1, "filled_at": FILLED, "code": {**GOOD, "expires_at": EXPIRES.isoformat()[:-6]}},
-            id="a naive datetime",
-        ),
+        pytest.param(readable_but(user_id=-5), id="user id -5"),
+        pytest.param(readable_but(user_id=2**64), id="user id over 64 bits"),
+        pytest.param(readable_but(code="X" * 2**20), id="a 1 MB code"),
+        pytest.param(readable_but(code="no spaces"), id="a code with a space"),
+        pytest.param(readable_but(expires_at="9999-12-31T00:00:00+00:00"), id="year 9999"),
+        pytest.param(readable_but(expires_at=EXPIRES.isoformat()[:-6]), id="a naive datetime"),
         pytest.param(f'{{"version": 1, "filled_at": NaN, "code": {json.dumps(GOOD)}}}', id="filled_at nan"),
         pytest.param({"version": 1, "filled_at": FILLED + 86_400, "code": GOOD}, id="filled tomorrow"),
         pytest.param({"version": 1, "code": GOOD}, id="no filled_at"),
         pytest.param("not json at all", id="not json"),
     ],
 )
-def test_an_entry_this_code_cannot_read_or_trust_is_a_miss(redis_client, prefix, entry):
-    async def scenario() -> None:
-        link = RedisLink(REDIS_URL, prefix=prefix, timeout=PATIENT_MS / 1000)
-        try:
-            value = entry if isinstance(entry, str) else json.dumps(entry)
-            redis_client.set(entry_key(prefix, "a@example.com"), value, px=60_000)
-            assert await CodeCache(ttl=60, redis=link).get("a@example.com") is None
-            redis_client.set(entry_key(prefix, "a@example.com"), READABLE, px=60_000)
-            served = CodeInfo(1, "CODE-1", EXPIRES)
-            assert await CodeCache(ttl=60, redis=link).get("a@example.com") == served  # a readable one is served
-        finally:
-            await link.close()
-
-    asyncio.run(scenario())
+async def test_an_entry_this_code_cannot_read_or_trust_is_a_miss(redis_client, service_name, entry):
+    async with linked(service_name) as link:
+        value = entry if isinstance(entry, str) else json.dumps(entry)
+        redis_client.set(entry_key(service_name, "a@example.com"), value, px=60_000)
+        assert await CodeCache(ttl=60, redis=link).get("a@example.com") is None
+        redis_client.set(entry_key(service_name, "a@example.com"), READABLE, px=60_000)
+        served = CodeInfo(1, "CODE-1", EXPIRES)
+        assert await CodeCache(ttl=60, redis=link).get("a@example.com") == served  # a readable one is served
 
 
-def test_keys_name_an_email_by_a_keyed_hash(redis_client, prefix):
-    async def scenario() -> None:
-        link = RedisLink(REDIS_URL, prefix=prefix, timeout=PATIENT_MS / 1000)
-        try:
-            keyed = CodeCache(ttl=60, redis=link, secret_key="one secret key that is long enough")
-            await keyed.put("a@example.com", code(), ticket=await keyed.fill_ticket("a@example.com"))
-            [key] = [key.decode() for key in redis_client.scan_iter(match=f"{prefix}:*")]
-            assert "example" not in key
-            assert key == f"{prefix}:code:{email_key('a@example.com', 'one secret key that is long enough')}"
-            assert email_key("a@example.com", "another secret key, just as long") not in key
-        finally:
-            await link.close()
-
-    asyncio.run(scenario())
+async def test_keys_name_an_email_by_a_keyed_hash(redis_client, service_name):
+    async with linked(service_name) as link:
+        keyed = CodeCache(ttl=60, redis=link, secret_key="one secret key that is long enough")
+        await keyed.put("a@example.com", code(), ticket=await keyed.fill_ticket("a@example.com"))
+        [key] = [key.decode() for key in redis_client.scan_iter(match=f"{service_name}:*")]
+        assert "example" not in key
+        assert key == f"{service_name}:code:{email_key('a@example.com', 'one secret key that is long enough')}"
+        assert email_key("a@example.com", "another secret key, just as long") not in key
 
 
-def test_a_fill_that_raced_a_write_is_not_stored(redis_client, prefix):
-    async def scenario() -> None:
-        link = RedisLink(REDIS_URL, prefix=prefix, timeout=PATIENT_MS / 1000)
-        cache = CodeCache(ttl=60, redis=link)
-        other_instance = CodeCache(ttl=60, redis=link)
-        try:
-            email = "a@example.com"
-            ticket = await cache.fill_ticket(email)  # a lookup starts reading the database...
-            await other_instance.invalidate(email)  # ...a write commits and invalidates meanwhile...
-            await cache.put(email, code(name="STALE"), ticket=ticket)  # ...so its (old) answer is not stored
-            assert await cache.get(email) is None
-            assert not redis_client.exists(entry_key(prefix, email))
+async def test_a_fill_that_raced_a_write_is_not_stored(redis_client, service_name):
+    async with linked(service_name) as link:
+        cache, other_instance = CodeCache(ttl=60, redis=link), CodeCache(ttl=60, redis=link)
+        email = "a@example.com"
+        ticket = await cache.fill_ticket(email)  # a lookup starts reading the database...
+        await other_instance.invalidate(email)  # ...a write commits and invalidates meanwhile...
+        await cache.put(email, code(name="STALE"), ticket=ticket)  # ...so its (old) answer is not stored
+        assert await cache.get(email) is None
+        assert not redis_client.exists(entry_key(service_name, email))
 
-            first = await cache.fill_ticket(email)  # two lookups miss at once: the later lease wins
-            second = await other_instance.fill_ticket(email)
-            await cache.put(email, code(name="FIRST"), ticket=first)
-            assert await cache.get(email) is None
-            await other_instance.put(email, code(name="SECOND"), ticket=second)
-            assert (await cache.get(email)).code == "SECOND"
+        first = await cache.fill_ticket(email)  # two lookups miss at once: the later lease wins
+        second = await other_instance.fill_ticket(email)
+        await cache.put(email, code(name="FIRST"), ticket=first)
+        assert await cache.get(email) is None
+        await other_instance.put(email, code(name="SECOND"), ticket=second)
+        assert (await cache.get(email)).code == "SECOND"
 
-            late = await cache.fill_ticket(email)
-            redis_client.delete(
-                entry_key(prefix, email, kind="code-lease")
-            )  # as if the lease had expired (a slow read)
-            await cache.put(email, code(name="LATE"), ticket=late)
-            assert (await cache.get(email)).code == "SECOND"
-        finally:
-            await link.close()
-
-    asyncio.run(scenario())
+        late = await cache.fill_ticket(email)
+        # as if the lease had expired (a slow read)
+        redis_client.delete(entry_key(service_name, email, kind="code-lease"))
+        await cache.put(email, code(name="LATE"), ticket=late)
+        assert (await cache.get(email)).code == "SECOND"
 
 
 @pytest.mark.parametrize("store", ["in process", "redis"])
@@ -247,64 +200,52 @@ def test_a_getcode_that_raced_a_write_never_caches_the_old_state(settings, reque
             assert after.status_code == 404
 
 
-def test_invalidations_that_could_not_reach_redis_are_sent_before_it_is_used_again(redis_client, prefix, proxy):
-    async def scenario() -> None:
-        link = RedisLink(
-            proxied_url(proxy, redis_client), prefix=prefix, timeout=PATIENT_MS / 1000, retry_interval=0.05
-        )
+async def test_invalidations_that_could_not_reach_redis_are_sent_before_it_is_used_again(
+    redis_client, service_name, redis_proxy, proxied_redis_url
+):
+    async with linked(service_name, proxied_redis_url, retry_interval=0.05) as link:
         cache = CodeCache(ttl=60, redis=link)
-        key = entry_key(prefix, "a@example.com")
-        try:
-            await cache.put("a@example.com", code(), ticket=await cache.fill_ticket("a@example.com"))
-            assert redis_client.exists(key)
-            proxy.cut()
-            await cache.invalidate("a@example.com")  # a write while Redis is away: the email is kept
-            assert not link.up
-            assert await cache.get("a@example.com") is None  # meanwhile: the database
-            assert redis_client.exists(key)  # the old entry is still there...
-            proxy.restore()
-            await wait_until_up(link)
-            assert not redis_client.exists(key)  # ...and is gone before Redis is used again
-        finally:
-            await link.close()
-
-    asyncio.run(scenario())
+        key = entry_key(service_name, "a@example.com")
+        await cache.put("a@example.com", code(), ticket=await cache.fill_ticket("a@example.com"))
+        assert redis_client.exists(key)
+        redis_proxy.cut()
+        await cache.invalidate("a@example.com")  # a write while Redis is away: the email is kept
+        assert not link.up
+        assert await cache.get("a@example.com") is None  # meanwhile: the database
+        assert redis_client.exists(key)  # the old entry is still there...
+        redis_proxy.restore()
+        await wait_until_up(link)
+        assert not redis_client.exists(key)  # ...and is gone before Redis is used again
 
 
-def test_after_an_outage_entries_filled_before_it_are_not_trusted(redis_client, prefix, proxy):
+async def test_after_an_outage_entries_filled_before_it_are_not_trusted(
+    redis_client, service_name, redis_proxy, proxied_redis_url
+):
     """Another instance's write during the outage may have failed to delete them."""
-
-    async def scenario() -> None:
-        url = proxied_url(proxy, redis_client)
-        reader_link = RedisLink(url, prefix=prefix, timeout=PATIENT_MS / 1000, retry_interval=0.05)
-        # the writer does not come back during the test
-        writer_link = RedisLink(url, prefix=prefix, timeout=PATIENT_MS / 1000, retry_interval=60)
+    async with (
+        linked(service_name, proxied_redis_url, retry_interval=0.05) as reader_link,
+        linked(service_name, proxied_redis_url, retry_interval=60) as writer_link,  # not back during the test
+    ):
         reader, writer = CodeCache(ttl=60, redis=reader_link), CodeCache(ttl=60, redis=writer_link)
-        try:
-            await reader.put("a@example.com", code(name="OLD-CODE"), ticket=await reader.fill_ticket("a@example.com"))
-            proxy.cut()
-            await writer.invalidate("a@example.com")  # cannot reach Redis
-            assert await reader.get("a@example.com") is None  # the reader notices the outage
-            proxy.restore()
-            await wait_until_up(reader_link)
-            assert redis_client.exists(entry_key(prefix, "a@example.com"))  # the writer has not come back yet
-            assert await reader.get("a@example.com") is None  # but the reader does not serve it
-            await reader.put("a@example.com", code(name="NEW-CODE"), ticket=await reader.fill_ticket("a@example.com"))
-            assert (await reader.get("a@example.com")).code == "NEW-CODE"  # refilled entries are served again
-        finally:
-            await reader_link.close()
-            await writer_link.close()
-
-    asyncio.run(scenario())
+        await reader.put("a@example.com", code(name="OLD-CODE"), ticket=await reader.fill_ticket("a@example.com"))
+        redis_proxy.cut()
+        await writer.invalidate("a@example.com")  # cannot reach Redis
+        assert await reader.get("a@example.com") is None  # the reader notices the outage
+        redis_proxy.restore()
+        await wait_until_up(reader_link)
+        assert redis_client.exists(entry_key(service_name, "a@example.com"))  # the writer has not come back yet
+        assert await reader.get("a@example.com") is None  # but the reader does not serve it
+        await reader.put("a@example.com", code(name="NEW-CODE"), ticket=await reader.fill_ticket("a@example.com"))
+        assert (await reader.get("a@example.com")).code == "NEW-CODE"  # refilled entries are served again
 
 
-def test_an_outage_while_the_app_runs_costs_no_error(shared_settings, redis_client, proxy, caplog):
-    limited = shared_settings.with_overrides(redis_url=proxied_url(proxy, redis_client), rate_limit=True)
+def test_an_outage_while_the_app_runs_costs_no_error(shared_settings, redis_proxy, proxied_redis_url, caplog):
+    limited = shared_settings.with_overrides(redis_url=proxied_redis_url, rate_limit=True)
     with serve(limited) as api:
         owner = Factory(api).user()
         first = Factory(api).code(owner)
         assert api.get("/refer/getcode", params={"email": owner.email}).json() == first
-        proxy.cut()
+        redis_proxy.cut()
         second = Factory(api).code(owner, code="during-the-cut")
         for _ in range(3):
             assert api.get("/refer/getcode", params={"email": owner.email}).json() == second

@@ -18,16 +18,14 @@ from typing import Any
 
 import httpx
 import pytest
-import redis
 
 from referral.cache import email_key
 from referral.redis_link import BACK_MESSAGE, OUTAGE_MESSAGE
 from tests.conftest import TEST_SECRET
 from tests.databases import migrate
-from tests.factories import Factory, random_email, random_password
+from tests.factories import Factory, random_email
 from tests.support import (
     REDIS_URL,
-    TcpProxy,
     ThrowawayPostgres,
     free_port,
     server_env,
@@ -74,14 +72,6 @@ class Instance:
 
     def log_count(self, text: str) -> int:
         return sum(text in line for line in self.log_text().splitlines())
-
-
-@pytest.fixture
-def service_name(redis_client: redis.Redis) -> Iterator[str]:
-    name = f"referral-test-{secrets.token_hex(4)}"
-    yield name
-    for key in redis_client.scan_iter(match=f"{name}:*", count=1000):
-        redis_client.delete(key)
 
 
 @pytest.fixture
@@ -159,105 +149,97 @@ def test_two_instances_share_a_rate_limit(start):
     assert statuses == [404] * 5 + [429] * 2
 
 
-def test_a_redis_outage_keeps_every_answer_right_warns_once_and_ends_by_itself(start, redis_client, service_name):
-    with TcpProxy(redis_client.connection_pool.connection_kwargs["port"]) as proxy:
-        through_proxy = f"redis://127.0.0.1:{proxy.port}/{redis_client.connection_pool.connection_kwargs['db']}"
-        settings = {"REDIS_URL": through_proxy, "RATE_LIMIT": "on", "RATE_LIMIT_IP": "20/minute", **PATIENT}
-        a = start(**settings)
-        b = start(**settings)
-        account = Factory(a.http).user()  # auth: 1 of 20 in Redis
-        first = a.request("POST", "/refer/update_code", json={"day": 3}, headers=account.auth).json()
-        assert b.getcode(account.email).json() == first
-        assert a.getcode(account.email).json() == first
-        assert redis_client.exists(cache_key(service_name, account.email))  # cached in Redis before the cut
+def test_a_redis_outage_keeps_every_answer_right_warns_once_and_ends_by_itself(
+    start, redis_client, service_name, redis_proxy, proxied_redis_url
+):
+    settings = {"REDIS_URL": proxied_redis_url, "RATE_LIMIT": "on", "RATE_LIMIT_IP": "20/minute", **PATIENT}
+    a = start(**settings)
+    b = start(**settings)
+    account = Factory(a.http).user()  # auth: 1 of 20 in Redis
+    first = a.request("POST", "/refer/update_code", json={"day": 3}, headers=account.auth).json()
+    assert b.getcode(account.email).json() == first
+    assert a.getcode(account.email).json() == first
+    assert redis_client.exists(cache_key(service_name, account.email))  # cached in Redis before the cut
 
-        proxy.cut()
-        answers = []
-        second = a.request("POST", "/refer/update_code", json={"day": 4, "code": "second-code"}, headers=account.auth)
-        answers.append(second)
-        assert second.status_code == 201
-        for instance in (b, a, b):  # never the old code that Redis still holds
-            answers.append(instance.getcode(account.email))
-            assert answers[-1].json() == second.json()
-        answers.append(a.request("DELETE", "/refer/delete", headers=account.auth))
-        assert answers[-1].status_code == 200
-        for instance in (b, a):
-            answers.append(instance.getcode(account.email))
-            assert answers[-1].status_code == 404
-        third = a.request("POST", "/refer/update_code", json={"day": 5, "code": "third-code"}, headers=account.auth)
-        assert third.status_code == 201
-        answers.append(b.getcode(account.email))
-        assert answers[-1].json() == third.json()
-        # the limits go on in process: B has counted 4 getcode requests since the cut, 16 more are allowed
-        limited = [b.getcode(random_email()).status_code for _ in range(17)]
-        assert limited == [404] * 16 + [429]
-        assert max(answer.elapsed.total_seconds() for answer in answers) < 1.5
-        for instance in (a, b):
-            assert instance.log_count(OUTAGE_MESSAGE) == 1, instance.log_text()  # once, not once per request
-        assert account.email not in a.log_text() + b.log_text()
+    redis_proxy.cut()
+    answers = []
+    second = a.request("POST", "/refer/update_code", json={"day": 4, "code": "second-code"}, headers=account.auth)
+    answers.append(second)
+    assert second.status_code == 201
+    for instance in (b, a, b):  # never the old code that Redis still holds
+        answers.append(instance.getcode(account.email))
+        assert answers[-1].json() == second.json()
+    answers.append(a.request("DELETE", "/refer/delete", headers=account.auth))
+    assert answers[-1].status_code == 200
+    for instance in (b, a):
+        answers.append(instance.getcode(account.email))
+        assert answers[-1].status_code == 404
+    third = a.request("POST", "/refer/update_code", json={"day": 5, "code": "third-code"}, headers=account.auth)
+    assert third.status_code == 201
+    answers.append(b.getcode(account.email))
+    assert answers[-1].json() == third.json()
+    # the limits go on in process: B has counted 4 getcode requests since the cut, 16 more are allowed
+    limited = [b.getcode(random_email()).status_code for _ in range(17)]
+    assert limited == [404] * 16 + [429]
+    assert max(answer.elapsed.total_seconds() for answer in answers) < 1.5
+    for instance in (a, b):
+        assert instance.log_count(OUTAGE_MESSAGE) == 1, instance.log_text()  # once, not once per request
+    assert account.email not in a.log_text() + b.log_text()
 
-        proxy.restore()
-        for instance in (a, b):
-            wait_for_log(instance, BACK_MESSAGE)
-        # next-request consistency again: the cache is in Redis and writes reach the other instance
-        fourth = a.request("POST", "/refer/update_code", json={"day": 6, "code": "fourth-code"}, headers=account.auth)
-        for instance in (b, a, b):
-            assert instance.getcode(account.email).json() == fourth.json()
-        assert redis_client.exists(cache_key(service_name, account.email))
-        fifth = b.request("POST", "/refer/update_code", json={"day": 7, "code": "fifth-code"}, headers=account.auth)
-        assert a.getcode(account.email).json() == fifth.json()
-        # the limits are shared again: 1 auth before the cut, 19 more from either instance, then 429
-        unknown = [{"email": random_email(), "password": "x" * 12} for _ in range(20)]
-        statuses = [
-            (a, b)[n % 2].request("POST", "/user/auth", json=body).status_code for n, body in enumerate(unknown)
-        ]
-        assert statuses == [401] * 19 + [429]
-
-        proxy.cut()  # a second outage: a second warning from each
-        sixth = b.request("POST", "/refer/update_code", json={"day": 8, "code": "sixth-code"}, headers=account.auth)
-        assert a.getcode(account.email).json() == sixth.json()
-        proxy.restore()
-        for instance in (a, b):
-            wait_for_log(instance, BACK_MESSAGE, count=2)
-            assert instance.log_count(OUTAGE_MESSAGE) == 2
-        for instance in (a, b):
-            assert instance.getcode(account.email).json() == sixth.json()
-
-
-def test_a_redis_that_hangs_costs_one_short_timeout_not_a_stall(start, redis_client):
-    with TcpProxy(redis_client.connection_pool.connection_kwargs["port"]) as proxy:
-        through_proxy = f"redis://127.0.0.1:{proxy.port}/{redis_client.connection_pool.connection_kwargs['db']}"
-        instance = start(REDIS_URL=through_proxy, RATE_LIMIT="on", REDIS_TIMEOUT_MS="1000")
-        account = Factory(instance.http).user()
-        code = instance.request("POST", "/refer/update_code", json={"day": 3}, headers=account.auth).json()
-        proxy.stall()  # connections accepted, never answered
-        answers = [instance.getcode(account.email) for _ in range(10)]
-        assert [answer.json() for answer in answers] == [code] * 10
-        assert answers[0].elapsed.total_seconds() < 2.5  # the first pays one timeout (1 s)...
-        assert max(answer.elapsed.total_seconds() for answer in answers[1:]) < 0.9  # ...the others skip Redis
-        assert instance.log_count(OUTAGE_MESSAGE) == 1
-        proxy.restore()
+    redis_proxy.restore()
+    for instance in (a, b):
         wait_for_log(instance, BACK_MESSAGE)
-        assert instance.getcode(account.email).json() == code
+    # next-request consistency again: the cache is in Redis and writes reach the other instance
+    fourth = a.request("POST", "/refer/update_code", json={"day": 6, "code": "fourth-code"}, headers=account.auth)
+    for instance in (b, a, b):
+        assert instance.getcode(account.email).json() == fourth.json()
+    assert redis_client.exists(cache_key(service_name, account.email))
+    fifth = b.request("POST", "/refer/update_code", json={"day": 7, "code": "fifth-code"}, headers=account.auth)
+    assert a.getcode(account.email).json() == fifth.json()
+    # the limits are shared again: 1 auth before the cut, 19 more from either instance, then 429
+    unknown = [{"email": random_email(), "password": "x" * 12} for _ in range(20)]
+    statuses = [(a, b)[n % 2].request("POST", "/user/auth", json=body).status_code for n, body in enumerate(unknown)]
+    assert statuses == [401] * 19 + [429]
+
+    redis_proxy.cut()  # a second outage: a second warning from each
+    sixth = b.request("POST", "/refer/update_code", json={"day": 8, "code": "sixth-code"}, headers=account.auth)
+    assert a.getcode(account.email).json() == sixth.json()
+    redis_proxy.restore()
+    for instance in (a, b):
+        wait_for_log(instance, BACK_MESSAGE, count=2)
+        assert instance.log_count(OUTAGE_MESSAGE) == 2
+    for instance in (a, b):
+        assert instance.getcode(account.email).json() == sixth.json()
+
+
+def test_a_redis_that_hangs_costs_one_short_timeout_not_a_stall(start, redis_proxy, proxied_redis_url):
+    instance = start(REDIS_URL=proxied_redis_url, RATE_LIMIT="on", REDIS_TIMEOUT_MS="1000")
+    account = Factory(instance.http).user()
+    code = instance.request("POST", "/refer/update_code", json={"day": 3}, headers=account.auth).json()
+    redis_proxy.stall()  # connections accepted, never answered
+    answers = [instance.getcode(account.email) for _ in range(10)]
+    assert [answer.json() for answer in answers] == [code] * 10
+    assert answers[0].elapsed.total_seconds() < 2.5  # the first pays one timeout (1 s)...
+    assert max(answer.elapsed.total_seconds() for answer in answers[1:]) < 0.9  # ...the others skip Redis
+    assert instance.log_count(OUTAGE_MESSAGE) == 1
+    redis_proxy.restore()
+    wait_for_log(instance, BACK_MESSAGE)
+    assert instance.getcode(account.email).json() == code
 
 
 def test_redis_down_at_start(start):
     closed_port = free_port()  # nothing listens there
     instance = start(REDIS_URL=f"redis://127.0.0.1:{closed_port}/0", RATE_LIMIT="on")
-    email, password = random_email(), random_password()
-    credentials = {"email": email, "password": password}
-    assert instance.request("POST", "/user/register", json=credentials).status_code == 201
-    login = instance.request("POST", "/user/auth", json=credentials)
-    assert login.status_code == 200
-    auth = {"authorization": login.json()["token"]}
-    form = {"grant_type": "password", "username": email, "password": password}
+    account = Factory(instance.http).user()  # a sign-up and a sign-in
+    form = {"grant_type": "password", "username": account.email, "password": account.password}
     assert instance.request("POST", "/user/token", data=form).status_code == 200
-    assert instance.request("POST", "/user/auth", json={**credentials, "password": "wrong-password"}).status_code == 401
-    code = instance.request("POST", "/refer/update_code", json={"day": 3}, headers=auth)
+    wrong = {"email": account.email, "password": "wrong-password"}
+    assert instance.request("POST", "/user/auth", json=wrong).status_code == 401
+    code = instance.request("POST", "/refer/update_code", json={"day": 3}, headers=account.auth)
     assert code.status_code == 201
-    assert instance.getcode(email).json() == code.json()
-    assert instance.getcode(email).json() == code.json()
-    assert instance.request("DELETE", "/refer/delete", headers=auth).status_code == 200
-    assert instance.getcode(email).status_code == 404
+    assert instance.getcode(account.email).json() == code.json()
+    assert instance.getcode(account.email).json() == code.json()
+    assert instance.request("DELETE", "/refer/delete", headers=account.auth).status_code == 200
+    assert instance.getcode(account.email).status_code == 404
     assert instance.log_count(OUTAGE_MESSAGE) == 1, instance.log_text()
-    assert email not in instance.log_text()
+    assert account.email not in instance.log_text()

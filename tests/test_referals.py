@@ -9,6 +9,8 @@ from referral.db.tables import referral_code
 from tests.factories import random_email
 from tests.problems import assert_problem
 
+FRIEND = {"email": "friend@example.com", "code": "GOOD-CODE"}  # a well-formed referral, for the bad-input table
+
 
 def register_referral(api, **body):
     return api.post("/referals/register", json=body)
@@ -101,16 +103,11 @@ class TestRegister:
     @pytest.mark.parametrize(
         ("body", "field"),
         [
-            ({"email": "friend@example.com", "code": "abc"}, "code"),
-            ({"email": "friend@example.com", "code": "bad code!"}, "code"),
-            ({"email": "friend@example.com", "code": "x" * 33}, "code"),
-            ({"email": "friend@example.com", "code": 1234}, "code"),
+            *(({**FRIEND, "code": code}, "code") for code in ("abc", "bad code!", "x" * 33, 1234)),
             ({"email": "friend@example.com"}, "code"),
-            ({"email": "not an email", "code": "GOOD-CODE"}, "email"),
+            ({**FRIEND, "email": "not an email"}, "email"),
             ({"code": "GOOD-CODE"}, "email"),
-            ({"email": "friend@example.com", "code": "GOOD-CODE", "password": "short"}, "password"),
-            ({"email": "friend@example.com", "code": "GOOD-CODE", "password": "p" * 257}, "password"),
-            ({"email": "friend@example.com", "code": "GOOD-CODE", "password": 123456789}, "password"),
+            *(({**FRIEND, "password": password}, "password") for password in ("short", "p" * 257, 123456789)),
         ],
     )
     def test_malformed_input_is_422(self, api, body, field):
@@ -188,16 +185,11 @@ class TestList:
         "params",
         [
             {},
-            {"user_id": ""},
-            {"user_id": "abc"},
-            {"user_id": "1.5"},
-            {"user_id": "0"},
-            {"user_id": "-1"},
-            {"user_id": "9" * 40},
-            {"user_id": "1", "limit": "0"},
-            {"user_id": "1", "limit": "1001"},
-            {"user_id": "1", "limit": "ten"},
-            {"user_id": "1", "offset": "-1"},
+            *({"user_id": user_id} for user_id in ("", "abc", "1.5", "0", "-1", "9" * 40)),
+            *(
+                {"user_id": "1", **page}
+                for page in ({"limit": "0"}, {"limit": "1001"}, {"limit": "ten"}, {"offset": "-1"})
+            ),
         ],
     )
     def test_missing_or_bad_query_is_422(self, api, make, params):

@@ -15,7 +15,8 @@ import asyncio
 import gc
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,22 +32,16 @@ counter = sa.Table("counter", metadata, sa.Column("id", sa.Integer, primary_key=
 ONE_ROW = counter.insert().values(note="row")
 
 
-async def open_database(path: Path, *, pool_size: int) -> ReferralDatabase:
+@asynccontextmanager
+async def database_at(path: Path, *, pool_size: int = 2) -> AsyncIterator[ReferralDatabase]:
+    """A pooled database on a new file at `path` holding the `counter` table, disconnected at the end."""
     db = ReferralDatabase(f"sqlite+aiosqlite:///{path}", pool_size=pool_size)
     await db.connect()
-    await db.execute(sa.schema.CreateTable(counter))
-    return db
-
-
-def run(test: Callable[[ReferralDatabase], Any], path: Path, *, pool_size: int = 2) -> None:
-    async def main() -> None:
-        db = await open_database(path, pool_size=pool_size)
-        try:
-            await test(db)
-        finally:
-            await db.disconnect()
-
-    asyncio.run(main())
+    try:
+        await db.execute(sa.schema.CreateTable(counter))
+        yield db
+    finally:
+        await db.disconnect()
 
 
 @pytest.fixture
@@ -63,18 +58,15 @@ def opened(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return paths
 
 
-def test_queries_reuse_the_pooled_connections(tmp_path: Path, opened: list[str]) -> None:
-
-    async def many_queries(db: ReferralDatabase) -> None:
+async def test_queries_reuse_the_pooled_connections(tmp_path: Path, opened: list[str]) -> None:
+    async with database_at(tmp_path / "reuse.db") as db:
         for _ in range(50):
             await db.fetch_val(sa.select(sa.func.count()).select_from(counter))
-
-    run(many_queries, tmp_path / "reuse.db")
     assert 1 <= len(opened) <= 2  # one for WAL and the queries; never one per query
 
 
-def test_a_cancelled_begin_gives_its_connection_back(tmp_path: Path) -> None:
-    async def cancel_waiting_writers(db: ReferralDatabase) -> None:
+async def test_a_cancelled_begin_gives_its_connection_back(tmp_path: Path) -> None:
+    async with database_at(tmp_path / "cancel.db") as db:
         holding = asyncio.Event()
         release = asyncio.Event()
 
@@ -103,15 +95,13 @@ def test_a_cancelled_begin_gives_its_connection_back(tmp_path: Path) -> None:
             total = await asyncio.wait_for(_read_beside(db), timeout=5)
         assert total == 1
 
-    run(cancel_waiting_writers, tmp_path / "cancel.db")
-
 
 async def _read_beside(db: ReferralDatabase) -> int:
     """A read on another task, so on another connection than the caller's transaction."""
     return await asyncio.create_task(db.fetch_val(sa.select(sa.func.count()).select_from(counter)))
 
 
-def test_writers_take_turns_instead_of_waiting_in_the_busy_handler(
+async def test_writers_take_turns_instead_of_waiting_in_the_busy_handler(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     no_busy_wait = tuple(
@@ -120,19 +110,17 @@ def test_writers_take_turns_instead_of_waiting_in_the_busy_handler(
     )
     monkeypatch.setattr(pooled, "CONNECTION_PRAGMAS", no_busy_wait)
 
-    async def concurrent_writers(db: ReferralDatabase) -> None:
-        async def write() -> None:
-            async with db.transaction():
-                await db.execute(ONE_ROW)
-                await asyncio.sleep(0.005)
+    async def write(db: ReferralDatabase) -> None:
+        async with db.transaction():
+            await db.execute(ONE_ROW)
+            await asyncio.sleep(0.005)
 
-        await asyncio.gather(*(write() for _ in range(20)))
+    async with database_at(tmp_path / "turns.db", pool_size=8) as db:
+        await asyncio.gather(*(write(db) for _ in range(20)))
         assert await db.fetch_val(sa.select(sa.func.count()).select_from(counter)) == 20
 
-    run(concurrent_writers, tmp_path / "turns.db", pool_size=8)
 
-
-def test_switching_to_wal_leaves_no_lock_behind(tmp_path: Path) -> None:
+async def test_switching_to_wal_leaves_no_lock_behind(tmp_path: Path) -> None:
     """A second worker starting on a fresh file opens its connections at once, even with no busy timeout.
 
     The switch's statement used to stay open (its cursor never closed), keeping the lock it took until the
@@ -141,31 +129,28 @@ def test_switching_to_wal_leaves_no_lock_behind(tmp_path: Path) -> None:
     path = tmp_path / "fresh.db"
     sqlite3.connect(path).execute("CREATE TABLE t (id INTEGER)")  # a file in rollback-journal mode
 
-    async def switch_then_open_another() -> None:
-        db = ReferralDatabase(f"sqlite+aiosqlite:///{path}", pool_size=2)
-        gc.disable()  # as when the collector has not come by yet
+    db = ReferralDatabase(f"sqlite+aiosqlite:///{path}", pool_size=2)
+    gc.disable()  # as when the collector has not come by yet
+    try:
+        await db.connect()
+        other = sqlite3.connect(path, timeout=0)
         try:
-            await db.connect()
-            other = sqlite3.connect(path, timeout=0)
-            try:
-                assert other.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-                other.execute("SELECT count(*) FROM t").fetchone()
-            finally:
-                other.close()
+            assert other.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+            other.execute("SELECT count(*) FROM t").fetchone()
         finally:
-            gc.enable()
-            await db.disconnect()
+            other.close()
+    finally:
+        gc.enable()
+        await db.disconnect()
 
-    asyncio.run(switch_then_open_another())
 
-
-def test_a_connection_whose_statement_was_cancelled_is_not_reused(tmp_path: Path, opened: list[str]) -> None:
+async def test_a_connection_whose_statement_was_cancelled_is_not_reused(tmp_path: Path, opened: list[str]) -> None:
     """Its cursor may still hold a read snapshot: a later write on it would fail at once."""
     slow = sa.text(  # a statement that runs long enough to be cancelled half-way
         "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 5000000) SELECT count(*) FROM n"
     )
 
-    async def cancel_a_read_then_write(db: ReferralDatabase) -> None:
+    async with database_at(tmp_path / "interrupted.db", pool_size=1) as db:
         before = len(opened)
         reading = asyncio.create_task(db.fetch_one(slow))
         await asyncio.sleep(0.05)
@@ -178,10 +163,8 @@ def test_a_connection_whose_statement_was_cancelled_is_not_reused(tmp_path: Path
         assert len(opened) == before + 1  # the interrupted one was closed and replaced once
         assert await db.fetch_val(sa.select(sa.func.count()).select_from(counter)) == 4
 
-    run(cancel_a_read_then_write, tmp_path / "interrupted.db", pool_size=1)
 
-
-def test_the_pools_threads_are_daemons_where_aiosqlites_own_are_not(tmp_path: Path) -> None:
+async def test_the_pools_threads_are_daemons_where_aiosqlites_own_are_not(tmp_path: Path, monkeypatch) -> None:
     """aiosqlite's worker thread is not a daemon (omnilib/aiosqlite#299): a connection left open keeps a
     stopping worker alive for ever. The pool's are; once aiosqlite's own are too, `_open` need not say so."""
     threads: list[threading.Thread] = []
@@ -191,15 +174,10 @@ def test_the_pools_threads_are_daemons_where_aiosqlites_own_are_not(tmp_path: Pa
         threads.append(thread)
         start(thread)
 
-    async def scenario() -> None:
-        plain = await aiosqlite.connect(tmp_path / "plain.db")
-        await plain.close()
-        db = await open_database(tmp_path / "pooled.db", pool_size=1)
-        await db.disconnect()
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(threading.Thread, "start", noting_start)
-        asyncio.run(scenario())
+    monkeypatch.setattr(threading.Thread, "start", noting_start)
+    await (await aiosqlite.connect(tmp_path / "plain.db")).close()
+    async with database_at(tmp_path / "pooled.db", pool_size=1):
+        pass
     plain_thread, *pooled_threads = threads
     assert not plain_thread.daemon, "aiosqlite's threads are daemons now: drop the workaround in referral/db/sqlite.py"
     assert pooled_threads

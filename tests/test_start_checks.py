@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from tests.databases import HEAD, PREVIOUS
-from tests.support import ROOT, ThrowawayPostgres, free_port, server_env, start_server, stop_server, wait_until_healthy
+from tests.support import ROOT, ThrowawayPostgres, free_port, running_server, server_env, start_server, stop_server
 
 BIN = Path(sys.executable).parent
 PYTHON_M_REFERRAL = [sys.executable, "-m", "referral"]
@@ -122,14 +122,9 @@ def test_database_url_with_db_schema_migrates_and_serves_that_schema(postgres_se
         assert fetch_value(database.asyncpg_url, "SELECT to_regclass('public.alembic_version')") is None
 
         env = server_env(DATABASE_URL=url, DB_SCHEMA="tenant")
-        process = start_server(PYTHON_M_REFERRAL, cwd=tmp_path, env=env)
-        try:
-            base_url = f"http://127.0.0.1:{env['PORT']}"
-            wait_until_healthy(base_url, process, seconds=30)
+        with running_server(env, cwd=tmp_path, stop_seconds=10) as (base_url, _):
             credentials = {"email": "schema@example.com", "password": "a-fine-passphrase"}
             assert httpx.post(f"{base_url}/user/register", json=credentials, timeout=30).status_code == 201
-        finally:
-            stop_server(process, seconds=10)
         assert fetch_value(database.asyncpg_url, 'SELECT count(*) FROM tenant."user"') == 1
 
 

@@ -35,6 +35,10 @@ def claims(user_id: int, **changes) -> dict:
 def forged_tokens(user_id: int, real_token: str) -> dict[str, str]:
     header, payload, signature = real_token.split(".")
     other_payload = b64(claims_json(user_id + 1))
+
+    def signed(user: int = user_id, **changes) -> str:
+        return jwt.encode(claims(user, **changes), TEST_SECRET, algorithm="HS256")
+
     return {
         "malformed": "not-a-jwt",
         "two segments": f"{header}.{payload}",
@@ -43,21 +47,19 @@ def forged_tokens(user_id: int, real_token: str) -> dict[str, str]:
         "other secret": jwt.encode(claims(user_id), "another-secret-that-is-long-enough-32b", algorithm="HS256"),
         "alg none": f"{b64({'alg': 'none', 'typ': 'JWT'})}.{b64(claims_json(user_id))}.",
         "alg HS512, right key": hs512_with_the_real_key(user_id),
-        "expired": jwt.encode(
-            claims(user_id, exp=datetime.now(UTC) - timedelta(seconds=5)), TEST_SECRET, algorithm="HS256"
-        ),
-        "no exp": jwt.encode(claims(user_id, exp=None), TEST_SECRET, algorithm="HS256"),
-        "no iat": jwt.encode(claims(user_id, iat=None), TEST_SECRET, algorithm="HS256"),
-        "no sub": jwt.encode(claims(user_id, sub=None), TEST_SECRET, algorithm="HS256"),
-        "wrong issuer": jwt.encode(claims(user_id, iss="someone-else"), TEST_SECRET, algorithm="HS256"),
-        "non-numeric sub": jwt.encode(claims(user_id, sub="admin"), TEST_SECRET, algorithm="HS256"),
-        "user that does not exist": jwt.encode(claims(999_999), TEST_SECRET, algorithm="HS256"),
-        "wrong audience": jwt.encode(claims(user_id, aud="someone-else"), TEST_SECRET, algorithm="HS256"),
-        "no aud": jwt.encode(claims(user_id, aud=None), TEST_SECRET, algorithm="HS256"),
-        "no version": jwt.encode(claims(user_id, ver=None), TEST_SECRET, algorithm="HS256"),
-        "older version": jwt.encode(claims(user_id, ver=-1), TEST_SECRET, algorithm="HS256"),
-        "newer version": jwt.encode(claims(user_id, ver=1), TEST_SECRET, algorithm="HS256"),
-        "text version": jwt.encode(claims(user_id, ver="0"), TEST_SECRET, algorithm="HS256"),
+        "expired": signed(exp=datetime.now(UTC) - timedelta(seconds=5)),
+        "no exp": signed(exp=None),
+        "no iat": signed(iat=None),
+        "no sub": signed(sub=None),
+        "wrong issuer": signed(iss="someone-else"),
+        "non-numeric sub": signed(sub="admin"),
+        "user that does not exist": signed(999_999),
+        "wrong audience": signed(aud="someone-else"),
+        "no aud": signed(aud=None),
+        "no version": signed(ver=None),
+        "older version": signed(ver=-1),
+        "newer version": signed(ver=1),
+        "text version": signed(ver="0"),
         "typ not JWT": jwt.encode(claims(user_id), TEST_SECRET, algorithm="HS256", headers={"typ": "at+jwt"}),
     }
 
@@ -80,32 +82,7 @@ PROTECTED = [
 ]
 
 
-@pytest.mark.parametrize(
-    "case",
-    [
-        "malformed",
-        "two segments",
-        "tampered payload",
-        "tampered signature",
-        "other secret",
-        "alg none",
-        "alg HS512, right key",
-        "expired",
-        "no exp",
-        "no iat",
-        "no sub",
-        "wrong issuer",
-        "non-numeric sub",
-        "user that does not exist",
-        "wrong audience",
-        "no aud",
-        "no version",
-        "older version",
-        "newer version",
-        "text version",
-        "typ not JWT",
-    ],
-)
+@pytest.mark.parametrize("case", list(forged_tokens(1, "header.payload.signature")))
 def test_bad_tokens_are_401(api, make, case):
     user = make.user()
     make.code(user)

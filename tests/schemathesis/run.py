@@ -28,7 +28,7 @@ from pathlib import Path
 import httpx
 
 from tests.factories import Factory
-from tests.support import ROOT, ThrowawayPostgres, free_port, stop_server, wait_until_healthy
+from tests.support import ROOT, ThrowawayPostgres, free_port, running_server
 
 CONFIG = Path(__file__).resolve().parent / "schemathesis.toml"
 BIN = Path(sys.executable).parent
@@ -71,16 +71,10 @@ def live_server(database_url: str, workdir: Path) -> Iterator[str]:
         [str(BIN / "alembic"), "upgrade", "head"], cwd=ROOT, env=env, check=True, capture_output=True
     )
     log_path = workdir / "server.log"
-    with log_path.open("wb") as log:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "referral"], cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT
-        )
-    base_url = f"http://127.0.0.1:{port}"
     try:
-        wait_until_healthy(base_url, server, seconds=30, log=log_path)
-        yield base_url
+        with running_server(env, cwd=workdir, log=log_path) as (base_url, _):
+            yield base_url
     finally:
-        stop_server(server, seconds=15)
         errors = [line for line in log_path.read_text(errors="replace").splitlines() if "Traceback" in line]
         print(f"server log: {log_path} ({len(errors)} tracebacks)")
 
