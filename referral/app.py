@@ -17,7 +17,7 @@ from referral.api.problems import ProblemErrorHandler
 from referral.cache import CodeCache
 from referral.config import Settings, load_settings, warn_if_insecure
 from referral.db.database import ReferralDatabase, create_database
-from referral.lifecycle import hold_early_stop, hold_stop_signals, in_worker_process, preflight, stop_once
+from referral.lifecycle import hold_early_stop, ignore_stop_signals, in_worker_process, preflight, stop_once
 from referral.ratelimit import RateLimits
 from referral.redis_link import RedisLink
 from referral.security import PasswordHasher
@@ -98,7 +98,7 @@ def create_app(*cli_args: Any, settings: Settings | None = None) -> ReferralApp:
     app.after_server_stop(_close_resources)
     app.main_process_ready(hold_early_stop)  # stop signals: see referral.lifecycle
     if in_worker_process():
-        hold_stop_signals()
+        ignore_stop_signals()
         app.after_server_start(stop_once)
     return app
 

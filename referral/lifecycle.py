@@ -94,13 +94,13 @@ def in_worker_process() -> bool:
 
 # --- stop signals while the processes start ------------------------------------------------------------
 
-_held: list[int] = []  # stop signals that arrived before this process could act on them
+_held: list[int] = []  # stop signals that arrived before Sanic's manager existed
 
 
 def hold_stop_signals() -> None:
-    """From now until Sanic's own handlers replace this one, a stop signal is held, not acted on: in the main
-    process just before `Sanic.serve` (`EarlyStop` takes it over), in a worker from the app factory on
-    (`stop_once`)."""
+    """In the main process just before `Sanic.serve`: a stop signal is held until `EarlyStop` takes it over.
+    Acted on there, it would kill the main process with its workers half-started (exit status -15, their
+    tracebacks)."""
     for sig in STOP_SIGNALS:
         signal.signal(sig, lambda signum, _frame: _held.append(signum))
 
@@ -158,10 +158,19 @@ def hold_early_stop(app: Sanic) -> None:
     EarlyStop(app.manager).install()
 
 
+def ignore_stop_signals() -> None:
+    """In a worker, from the app factory until Sanic's handlers take over: killed half-started (the terminal's
+    Ctrl-C), it would never acknowledge, and Sanic would end the start with SIGKILL to the whole group. The
+    main process sends it a stop once every worker has acknowledged (`EarlyStop`)."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+
+
 async def stop_once(app: Sanic) -> None:
     """`after_server_start` listener in a worker: the first stop signal stops it gracefully and later ones are
-    ignored (Sanic's own handler stops the loop once per signal); one held since the app factory is sent
-    again once the worker serves."""
+    ignored. Sanic's own handler stops the loop once per signal, and on Ctrl-C a worker gets two (the
+    terminal's and the one the main process forwards): the second, in Sanic's shutdown, fails it with "Event
+    loop stopped before Future completed" while a request is in flight."""
     loop = asyncio.get_running_loop()
 
     def stop(signum: int) -> None:
@@ -173,12 +182,3 @@ async def stop_once(app: Sanic) -> None:
 
     for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, stop, sig)
-    if _held:
-        app.add_task(_resend_when_serving(app, _held[0]), name="referral-held-stop")
-
-
-async def _resend_when_serving(app: Sanic, signum: int) -> None:
-    # Not at once: a stop before Sanic's loop serves for good would end its start-up step instead, and be lost.
-    while not app.state.is_running:  # noqa: ASYNC110 (Sanic sets it just before its loop runs for good)
-        await asyncio.sleep(0.01)
-    os.kill(os.getpid(), signum)
