@@ -1,5 +1,5 @@
-"""Starting and stopping the server processes: the checks that refuse a start, and a stop signal that
-arrives while the workers start.
+"""Starting and stopping the server processes: the checks that refuse a start, and the stop signals Sanic
+alone does not survive.
 
 **Start.** `preflight()` runs in the main process of `python -m referral` and of Sanic's CLI, before any
 worker exists: a configuration error or a database that is not at the code's migration stops the start
@@ -8,17 +8,21 @@ the workers check its revision on the first connection (`referral.db.migrations.
 It runs there and not in a `before_server_start` listener because Sanic answers an exception in a worker's
 listener with the worker's traceback, then kills the whole process group with SIGKILL.
 
-**Stop.** Signal the main process (Docker, Kubernetes, systemd with `KillMode=mixed`; Sanic's issues
-#1085 and #2948): Sanic forwards one SIGINT to each worker, which finishes its requests in flight (up to
+**Stop.** Signal the main process (Docker, Kubernetes, systemd with `KillMode=mixed`; Sanic's answer in its
+issues #1085 and #2948): Sanic forwards a SIGINT to each worker, which finishes its requests in flight (up to
 GRACEFUL_SHUTDOWN_TIMEOUT), closes its pools and exits; the main process exits 0. Ctrl-C in a terminal
-(SIGINT to the whole process group) stops everything too. One thing Sanic 25.12 does not do alone:
+(SIGINT to the whole process group) stops everything too. What Sanic 25.12 does not do alone:
 
 - A stop signal before every worker has acknowledged its start hangs the main process for ever:
   `WorkerManager.shutdown_signal` sends its stop message (`None`) to the monitor pipe and terminates the
   workers, but `WorkerManager.wait_for_ack` answers every message other than "__TERMINATE_EARLY__" by
-  sending it back to the pipe and looping, so it spins on that message while the workers it waits for
-  are gone. `hold_early_stop`: the main process holds such a signal and sends it to itself again once
-  Sanic's manager shows every worker acknowledged.
+  sending it back to the pipe and looping, so it spins on it while the workers it waits for are gone.
+  `EarlyStop` holds such a signal (`hold_stop_signals` before Sanic's manager exists) and sends it again once
+  the manager shows every worker acknowledged. Workers ignore stop signals while they start
+  (`ignore_stop_signals`); one killed during its imports is reported to Sanic as a failed start at once.
+- On Ctrl-C each worker gets two signals (the terminal's and the main process's), and Sanic's handler stops
+  the event loop once per signal: the second lands in its shutdown and fails it with "Event loop stopped
+  before Future completed" while a request is in flight. `stop_once`: later signals are ignored.
 """
 
 from __future__ import annotations
