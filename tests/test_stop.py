@@ -216,8 +216,8 @@ def test_sigterm_while_the_workers_start_stops_them_once_they_serve(moment, sqli
 
 
 def test_ctrl_c_while_the_workers_start_stops_them_once_they_serve(sqlite_template, servers, tmp_path):
-    """Each worker holds the signal from the app factory on (`referral.lifecycle.hold_stop_signals`): killed
-    while it starts, it would never acknowledge, and Sanic would end the start with SIGKILL."""
+    """Each worker ignores stop signals from the app factory on (`referral.lifecycle.ignore_stop_signals`):
+    killed while it starts, it would never acknowledge, and Sanic would end the start with SIGKILL."""
     server = start(servers, tmp_path, DATABASE_URL=sqlite_template.fresh_url(tmp_path), WORKERS="2", BCRYPT_ROUNDS="4")
     server.wait_for("Starting worker", count=2)
     server.signal_group(signal.SIGINT)
