@@ -21,13 +21,13 @@ def main() -> None:
     from sanic.worker.loader import AppLoader
 
     from referral.app import create_app
-    from referral.lifecycle import preflight, prepare_main_process
+    from referral.lifecycle import hold_stop_signals, preflight
 
     settings = preflight()  # also exports a generated SECRET_KEY so every worker shares it
     loader = AppLoader(factory=create_app)
     app = loader.load()
     app.prepare(host=settings.host, port=settings.port, workers=settings.workers, single_process=False)
-    prepare_main_process()
+    hold_stop_signals()
     Sanic.serve(primary=app, app_loader=loader)
 
 

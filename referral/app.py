@@ -17,15 +17,7 @@ from referral.api.problems import ProblemErrorHandler
 from referral.cache import CodeCache
 from referral.config import Settings, load_settings, warn_if_insecure
 from referral.db.database import ReferralDatabase, create_database
-from referral.lifecycle import (
-    guard_main_process,
-    hold_main_signals,
-    hold_stop_signals,
-    in_worker_process,
-    preflight,
-    prepare_main_process,
-    stop_once,
-)
+from referral.lifecycle import hold_early_stop, ignore_stop_signals, in_worker_process, preflight, stop_once
 from referral.ratelimit import RateLimits
 from referral.redis_link import RedisLink
 from referral.security import PasswordHasher
@@ -60,8 +52,6 @@ def create_app(*cli_args: Any, settings: Settings | None = None) -> ReferralApp:
     (`referral.lifecycle.preflight`: a bad setting, or a database not at the code's migration, stops it)."""
     if settings is None and cli_args and not in_worker_process():
         settings = preflight()
-        if not getattr(cli_args[0], "single", False):  # `--single-process` has no worker manager
-            prepare_main_process()
     settings = settings or load_settings()
     db = create_database(settings)
     redis = (
@@ -110,10 +100,9 @@ def create_app(*cli_args: Any, settings: Settings | None = None) -> ReferralApp:
     app.extend(built_in_extensions=False, extensions=[ApiDocs])
     app.before_server_start(_open_resources)
     app.after_server_stop(_close_resources)
-    app.main_process_start(hold_main_signals)
-    app.main_process_ready(guard_main_process)
-    if in_worker_process():  # stop signals: see referral.lifecycle
-        hold_stop_signals()
+    app.main_process_ready(hold_early_stop)  # stop signals: see referral.lifecycle
+    if in_worker_process():
+        ignore_stop_signals()
         app.after_server_start(stop_once)
     return app
 

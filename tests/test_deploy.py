@@ -25,11 +25,11 @@ def test_the_systemd_unit_verifies(tmp_path: Path):
     assert complaints == []
 
 
-def test_the_unit_starts_python_dash_m_referral_and_stops_it_with_sigterm_to_the_group():
+def test_the_unit_starts_python_dash_m_referral_and_stops_it_with_sigterm_to_the_main_process():
     settings = dict(
         line.split("=", 1) for line in UNIT.read_text().splitlines() if "=" in line and not line.startswith("#")
     )
     assert settings["ExecStart"] == f"{INSTALLED_AT}/.venv/bin/python -m referral"
-    assert (settings["KillSignal"], settings["KillMode"]) == ("SIGTERM", "control-group")  # as tests/test_stop.py
+    assert (settings["KillSignal"], settings["KillMode"]) == ("SIGTERM", "mixed")  # as tests/test_stop.py
     assert int(settings["TimeoutStopSec"]) > 15  # Sanic's GRACEFUL_SHUTDOWN_TIMEOUT
     assert settings["RestartPreventExitStatus"] == "2"  # a bad setting or a database not migrated

@@ -1,8 +1,9 @@
-"""Stopping and starting `python -m referral` for real, as systemd and a terminal do: a signal to the whole
-process group. A login hashing when SIGTERM arrives still gets its answer, the pools close, every process
-exits at once with status 0 and nothing like a traceback; Ctrl-C while the workers are still starting
-stops it too (Sanic 25.12 alone hung, holding its port); several workers start on a fresh SQLite file
-(and on PostgreSQL: the SIGTERM test runs two workers on each backend).
+"""Stopping and starting `python -m referral` for real. SIGTERM to the main process (Docker, Kubernetes,
+systemd with KillMode=mixed): a login hashing when it arrives still gets its answer, the pools close, every
+process exits with status 0 and nothing like a traceback. Ctrl-C (SIGINT to the whole process group): every
+process exits within 15 s. A stop while the workers start is acted on once they serve (Sanic 25.12 alone
+hung); several workers start on a fresh SQLite file (and on PostgreSQL: the SIGTERM test runs two workers on
+each backend).
 """
 
 from __future__ import annotations
@@ -58,8 +59,18 @@ class Server:
             assert time.monotonic() < deadline, f"no {count} x {text!r} within {seconds} s:\n{self.output}"
             time.sleep(0.02)
 
+    def signal_main(self, sig: signal.Signals) -> None:
+        os.kill(self.process.pid, sig)
+
     def signal_group(self, sig: signal.Signals) -> None:
         os.killpg(self.process.pid, sig)
+
+    def wait_for_children(self, count: int, seconds: float = 30) -> None:
+        """Until the main process has `count` children (Sanic's state manager, then each worker as it spawns)."""
+        deadline = time.monotonic() + seconds
+        while len(children(self.process.pid)) < count:
+            assert time.monotonic() < deadline, f"no {count} processes within {seconds} s:\n{self.output}"
+            time.sleep(0.01)
 
     def wait_gone(self, seconds: float) -> int:
         """The exit status once the main process and every other process of its group are gone."""
@@ -77,6 +88,18 @@ class Server:
         if group_alive(self.process.pid):
             os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait()
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
 
 
 def group_alive(pgid: int) -> bool:
@@ -137,7 +160,9 @@ def postgres_sessions(url: str) -> int:
     return asyncio.run(count())
 
 
-def test_sigterm_to_the_group_lets_a_hashing_login_finish_then_everything_exits(database, backend, servers, tmp_path):
+def test_sigterm_to_the_main_process_lets_a_hashing_login_finish_then_everything_exits(
+    database, backend, servers, tmp_path
+):
     url, schema = database
     server = start(servers, tmp_path, DATABASE_URL=url, DB_SCHEMA=schema or "", WORKERS="2", BCRYPT_ROUNDS="12")
     server.wait_for("Worker ready", count=2)
@@ -147,7 +172,7 @@ def test_sigterm_to_the_group_lets_a_hashing_login_finish_then_everything_exits(
 
     login = send_login(server.port, email)
     time.sleep(0.1)  # accepted, and hashing: a bcrypt at cost 12 takes a few hundred milliseconds
-    server.signal_group(signal.SIGTERM)
+    server.signal_main(signal.SIGTERM)
 
     assert read_status(login) == 200
     assert server.wait_gone(seconds=20) == 0, server.output
@@ -158,29 +183,61 @@ def test_sigterm_to_the_group_lets_a_hashing_login_finish_then_everything_exits(
         assert postgres_sessions(url.replace("+asyncpg", "")) == 0
 
 
-def test_ctrl_c_while_the_workers_start_stops_everything_and_frees_the_port(sqlite_template, servers, tmp_path):
-    server = start(servers, tmp_path, DATABASE_URL=sqlite_template.fresh_url(tmp_path), WORKERS="2", BCRYPT_ROUNDS="4")
-    server.wait_for("Starting worker")  # Sanic waits for every worker's acknowledgement now
+def test_ctrl_c_with_workers_serving_stops_everything_within_15_seconds(sqlite_template, servers, tmp_path):
+    server = start(servers, tmp_path, DATABASE_URL=sqlite_template.fresh_url(tmp_path), WORKERS="2", BCRYPT_ROUNDS="12")
+    server.wait_for("Worker ready", count=2)
+    email = "ctrl-c@example.com"
+    registered = httpx.post(f"{server.base_url}/user/register", json={"email": email, "password": PASSWORD}, timeout=30)
+    assert registered.status_code == 201, registered.text
+    # Requests in flight while the workers shut down (they may be cut: only SIGTERM promises answers): a
+    # worker's second stop signal then lands in Sanic's shutdown (`referral.lifecycle.stop_once`).
+    logins = [send_login(server.port, email) for _ in range(4)]
+    time.sleep(0.1)
     server.signal_group(signal.SIGINT)
 
-    assert server.wait_gone(seconds=60) == 0, server.output
+    assert server.wait_gone(seconds=15) == 0, server.output
+    assert not TROUBLE.search(server.output), server.output
+    for login in logins:
+        login.close()
+
+
+@pytest.mark.parametrize("moment", ["Goin' Fast", "Starting worker"])
+def test_sigterm_while_the_workers_start_stops_them_once_they_serve(moment, sqlite_template, servers, tmp_path):
+    """Before Sanic's manager exists (its banner), and while the workers start: with Sanic 25.12 alone the
+    second hangs for ever in `WorkerManager.wait_for_ack` (see `referral.lifecycle.EarlyStop`)."""
+    server = start(servers, tmp_path, DATABASE_URL=sqlite_template.fresh_url(tmp_path), WORKERS="2", BCRYPT_ROUNDS="4")
+    server.wait_for(moment)
+    server.signal_main(signal.SIGTERM)
+
+    assert server.wait_gone(seconds=30) == 0, server.output
     assert not TROUBLE.search(server.output), server.output
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", server.port))  # free again
 
 
-def test_ctrl_c_with_four_workers_serving_stops_them_without_a_traceback(sqlite_template, servers, tmp_path):
-    server = start(servers, tmp_path, DATABASE_URL=sqlite_template.fresh_url(tmp_path), WORKERS="4", BCRYPT_ROUNDS="4")
-    server.wait_for("Worker ready", count=4)
-    assert httpx.get(f"{server.base_url}/health", timeout=10).status_code == 200
+def test_ctrl_c_while_the_workers_start_stops_them_once_they_serve(sqlite_template, servers, tmp_path):
+    """Each worker ignores stop signals from the app factory on (`referral.lifecycle.ignore_stop_signals`):
+    killed while it starts, it would never acknowledge, and Sanic would end the start with SIGKILL."""
+    server = start(servers, tmp_path, DATABASE_URL=sqlite_template.fresh_url(tmp_path), WORKERS="2", BCRYPT_ROUNDS="4")
+    server.wait_for("Starting worker", count=2)
     server.signal_group(signal.SIGINT)
 
-    assert server.wait_gone(seconds=30) == 0, server.output
+    assert server.wait_gone(seconds=15) == 0, server.output
     assert not TROUBLE.search(server.output), server.output
 
 
+def test_ctrl_c_while_the_workers_import_leaves_no_process_within_15_seconds(sqlite_template, servers, tmp_path):
+    """A worker killed during its imports never acknowledges: Sanic alone would wait 30 s for it, then SIGKILL
+    the group; `EarlyStop` tells it at once. The workers' tracebacks and Sanic's error are allowed here."""
+    server = start(servers, tmp_path, DATABASE_URL=sqlite_template.fresh_url(tmp_path), WORKERS="2", BCRYPT_ROUNDS="4")
+    server.wait_for_children(3)  # Sanic's state manager and both workers, which take about a second to import
+    server.signal_group(signal.SIGINT)
+
+    server.wait_gone(seconds=15)
+
+
 def test_two_workers_start_on_a_fresh_sqlite_file_every_time(sqlite_template, servers, tmp_path):
-    for attempt, stop in enumerate([signal.SIGTERM, signal.SIGINT] * 2 + [signal.SIGTERM]):
+    for attempt in range(4):
         directory = tmp_path / str(attempt)
         directory.mkdir()
         server = start(
@@ -188,6 +245,6 @@ def test_two_workers_start_on_a_fresh_sqlite_file_every_time(sqlite_template, se
         )
         server.wait_for("Worker ready", count=2)
         assert httpx.get(f"{server.base_url}/health", timeout=10).status_code == 200
-        server.signal_group(stop)
+        server.signal_main(signal.SIGTERM)
         assert server.wait_gone(seconds=30) == 0, server.output
         assert not TROUBLE.search(server.output), server.output
