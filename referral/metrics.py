@@ -26,7 +26,7 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess, values
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 if TYPE_CHECKING:  # no Sanic at run time: services count through this module
@@ -40,6 +40,7 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"})
 UNMATCHED = "unmatched"  # the route label of a request no route took (404, or refused before routing)
 
+IMPORTED_IN_MULTIPROCESS_MODE = MULTIPROC_DIR in os.environ
 REGISTRY = CollectorRegistry()
 
 REQUESTS = Counter(
@@ -99,9 +100,10 @@ HASH_REJECTED_QUEUE_FULL = HASH_REJECTIONS.labels("queue_full")
 
 
 def multiprocess_mode() -> bool:
-    """True when this process writes its values to PROMETHEUS_MULTIPROC_DIR (decided when prometheus-client
-    was imported: a worker of `python -m referral`), False when they stay in its memory."""
-    return bool(getattr(values.ValueClass, "_multiprocess", False))
+    """True when this process writes its values to PROMETHEUS_MULTIPROC_DIR (a worker of `python -m referral`),
+    False when they stay in its memory. prometheus-client decides it from the variable when it is first
+    imported, as here: the main process sets it only after both were imported, for the workers it starts."""
+    return IMPORTED_IN_MULTIPROCESS_MODE
 
 
 def rate_limited(scope: str) -> None:
