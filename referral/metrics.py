@@ -10,9 +10,10 @@ the workers start, the main process points PROMETHEUS_MULTIPROC_DIR at a fresh d
 one it removes at exit, or the operator's, emptied first); each worker writes its values to its own
 files there, and `/metrics`, whichever worker answers it, sums every worker's files. Counters and
 the histogram are summed; the gauges are `livesum` (the sum over the workers alive: a stopping worker
-removes its gauge files). A single process (tests, `sanic` without workers) keeps them in memory.
-Counters and the histogram are updated as things happen; the gauges are sampled, by each worker every
-`SAMPLE_SECONDS` and by the answering worker just before it answers.
+removes its gauge files). One worker (WORKERS=1, unless PROMETHEUS_MULTIPROC_DIR is set) and a single
+process (tests, `sanic` without workers) keep them in memory. Counters and the histogram are updated
+as things happen; the gauges are sampled, by each worker every `SAMPLE_SECONDS` and by the answering
+worker just before it answers.
 """
 
 from __future__ import annotations
@@ -194,9 +195,12 @@ async def _sample_forever(app: Sanic) -> None:
         await asyncio.sleep(SAMPLE_SECONDS)
 
 
-def _prepare_directory(_app: Sanic) -> None:
-    """Before the workers start: the directory they will write to, empty."""
+def _prepare_directory(app: Sanic) -> None:
+    """Before the workers start: the directory they will write to, empty. One worker needs none: its
+    values stay in its memory (cheaper on every request: no file writes), unless the operator named one."""
     given = os.environ.get(MULTIPROC_DIR)
+    if not given and app.state.workers <= 1:
+        return
     if given:
         directory = Path(given)
         directory.mkdir(parents=True, exist_ok=True)

@@ -219,6 +219,18 @@ def test_two_workers_add_up(sqlite_template: SQLiteTemplate, tmp_path: Path):
     assert not directory.exists()
 
 
+def test_one_worker_keeps_its_metrics_in_memory(sqlite_template: SQLiteTemplate, tmp_path: Path):
+    """WORKERS=1: no multiprocess directory (no file written on every request), and the counts are served."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = server_env(TMPDIR=str(scratch), DATABASE_URL=sqlite_template.fresh_url(tmp_path))
+    with running_server(env, cwd=tmp_path) as (base_url, _), httpx.Client(base_url=base_url) as client:
+        for _ in range(3):
+            assert client.get("/refer/getcode", params={"email": random_email()}).status_code == 404
+        assert requests_of(scrape(client), "/refer/getcode", "GET", 404) == 3
+        assert not list(scratch.glob("referral-metrics-*"))
+
+
 def test_an_operators_multiprocess_directory_is_emptied_at_start_and_kept(
     sqlite_template: SQLiteTemplate, tmp_path: Path
 ):

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import asyncpg
 import httpx
+import psutil
 import pytest
 
-from tests.conftest import TEST_SECRET
-from tests.support import ROOT, free_port, start_server
+from tests.support import server_env, start_server
 
 PASSWORD = "a-fine-passphrase"
 TROUBLE = re.compile(r"Traceback|Event loop (is closed|stopped)|database is locked|Killing|Experienced exception")
@@ -34,17 +34,10 @@ class Server:
     """`python -m referral` in a process group of its own, its output in a file."""
 
     def __init__(self, directory: Path, **env: str) -> None:
-        self.port = free_port()
+        environment = server_env(RATE_LIMIT="off", **env)
+        self.port = int(environment["PORT"])
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log = directory / f"server-{self.port}.log"
-        environment = {
-            "PATH": os.environ["PATH"],
-            "PYTHONPATH": str(ROOT),
-            "SECRET_KEY": TEST_SECRET,
-            "PORT": str(self.port),
-            "RATE_LIMIT": "off",
-            **env,
-        }
         with self.log.open("w") as log:
             self.process = start_server([sys.executable, "-m", "referral"], cwd=directory, env=environment, output=log)
 
@@ -68,7 +61,7 @@ class Server:
     def wait_for_children(self, count: int, seconds: float = 30) -> None:
         """Until the main process has `count` children (Sanic's state manager, then each worker as it spawns)."""
         deadline = time.monotonic() + seconds
-        while len(children(self.process.pid)) < count:
+        while len(psutil.Process(self.process.pid).children()) < count:
             assert time.monotonic() < deadline, f"no {count} processes within {seconds} s:\n{self.output}"
             time.sleep(0.01)
 
@@ -88,18 +81,6 @@ class Server:
         if group_alive(self.process.pid):
             os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait()
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # gone meanwhile
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
 
 
 def group_alive(pgid: int) -> bool:
