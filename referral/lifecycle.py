@@ -64,16 +64,12 @@ def refuse_to_start(problem: str) -> NoReturn:
     raise SystemExit(EXIT_REFUSED)
 
 
-def settings_or_refuse() -> Settings:
-    try:
-        return load_settings()
-    except ConfigError as error:
-        refuse_to_start(str(error))
-
-
 def preflight() -> Settings:
     """The settings, once the database is known to be at the code's migration (or unreachable for now)."""
-    settings = settings_or_refuse()
+    try:
+        settings = load_settings()
+    except ConfigError as error:
+        refuse_to_start(str(error))
     configure_logging(settings.log_format)  # the warning below in LOG_FORMAT too
     try:
         revisions = asyncio.run(revisions_at_start(settings))

@@ -108,25 +108,14 @@ def scrub(text: str) -> str:
     return text
 
 
-class _Clock:
-    """ISO 8601 UTC timestamps with milliseconds; the seconds part is formatted once per second."""
-
-    def __init__(self) -> None:
-        self._second = -1
-        self._prefix = ""
-
-    def __call__(self, created: float) -> str:
-        second = int(created)
-        if second != self._second:
-            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-            self._second = second
-        return f"{self._prefix}.{int((created - second) * 1000):03d}Z"
+def timestamp(created: float) -> str:
+    """ISO 8601 in UTC with milliseconds: `2026-12-03T21:15:00.123Z`."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{int(created % 1 * 1000):03d}Z"
 
 
 class _ServiceFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__()
-        self.clock = _Clock()
         self.worker = (os.environ.get("SANIC_WORKER_IDENTIFIER") or "Main").strip()
 
     def traceback(self, record: logging.LogRecord) -> str | None:
@@ -151,7 +140,7 @@ class TextFormatter(_ServiceFormatter):
         self, created: float, method: str, path: str, status: int, seconds: float, rid: str, user_id: int | None
     ) -> str:
         line = (
-            f"{self.clock(created)} [{self.worker}] INFO {ACCESS_LOGGER}: "
+            f"{timestamp(created)} [{self.worker}] INFO {ACCESS_LOGGER}: "
             f"{escape_controls(method)} {escape_controls(path)} {status} {seconds * 1000:.2f}ms request_id={rid}"
         )
         return line if user_id is None else f"{line} user_id={user_id}"
@@ -160,7 +149,7 @@ class TextFormatter(_ServiceFormatter):
         access = getattr(record, "access", None)
         if access is not None:
             return self.access_line(record.created, *access)
-        head = f"{self.clock(record.created)} [{self.worker}] {record.levelname} {record.name}:"
+        head = f"{timestamp(record.created)} [{self.worker}] {record.levelname} {record.name}:"
         fields = getattr(record, "fields", None)
         if fields is not None:
             line = f"{head} " + " ".join(
@@ -185,7 +174,7 @@ class JsonFormatter(_ServiceFormatter):
         self, created: float, method: str, path: str, status: int, seconds: float, rid: str, user_id: int | None
     ) -> str:
         document: dict[str, Any] = {
-            "time": self.clock(created),
+            "time": timestamp(created),
             "level": "INFO",
             "logger": ACCESS_LOGGER,
             "message": f"{method} {path} {status}",
@@ -206,7 +195,7 @@ class JsonFormatter(_ServiceFormatter):
         if access is not None:
             return self.access_line(record.created, *access)
         document: dict[str, Any] = {
-            "time": self.clock(record.created),
+            "time": timestamp(record.created),
             "level": record.levelname,
             "logger": record.name,
             "message": scrub(record.getMessage()),

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any
+from typing import Any, TypeVar
 
 from sanic import Request, json
 from sanic.exceptions import SanicException
@@ -35,6 +35,7 @@ from referral.services.referrals import AlreadyReferred, CodeNotActive, SelfRefe
 from referral.services.users import BadCredentials, EmailTaken, NotAuthenticated, WrongPassword
 
 log = logging.getLogger("referral.errors")
+T = TypeVar("T")
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 WWW_AUTHENTICATE = {"WWW-Authenticate": 'Bearer realm="referral"'}
@@ -114,18 +115,13 @@ OAUTH_ERRORS: dict[type[Exception], tuple[int, str]] = {
 TOO_LARGE = "The request is too large: a body over REQUEST_MAX_SIZE, or a URL and headers over REQUEST_MAX_HEADER_SIZE."
 
 
+def found_in(table: Mapping[type[Exception], T], exception: BaseException) -> T | None:
+    """The entry of the exception's class in `table`, or of the nearest base class that has one."""
+    return next((table[cls] for cls in type(exception).__mro__ if cls in table), None)  # type: ignore[index]
+
+
 def problem_type(exception: BaseException) -> ProblemType | None:
-    for cls in type(exception).__mro__:
-        if (found := PROBLEMS.get(cls)) is not None:  # type: ignore[arg-type]
-            return found
-    return None
-
-
-def oauth_error(exception: BaseException) -> tuple[int, str] | None:
-    for cls in type(exception).__mro__:
-        if (found := OAUTH_ERRORS.get(cls)) is not None:  # type: ignore[arg-type]
-            return found
-    return None
+    return found_in(PROBLEMS, exception)
 
 
 def problem_body(
@@ -153,9 +149,9 @@ class ProblemErrorHandler(ErrorHandler):
     """Turns every exception into problem details: never a traceback, never an HTML page."""
 
     def default(self, request: Request, exception: Exception) -> HTTPResponse:
-        route = request.route
-        operation = getattr(route.ctx, "operation", None) if route is not None else None
-        if operation is not None and operation.oauth_errors and (oauth := oauth_error(exception)) is not None:
+        operation = getattr(request.route.ctx, "operation", None) if request.route is not None else None
+        oauth = found_in(OAUTH_ERRORS, exception) if operation is not None and operation.oauth_errors else None
+        if oauth is not None:
             status, error = oauth
             headers = {**NOSNIFF, **NO_STORE}
             if isinstance(exception, RateLimited):
