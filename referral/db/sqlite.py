@@ -40,23 +40,20 @@ class SQLiteConnectionPool:
         self._options = options
         self._idle: asyncio.LifoQueue[aiosqlite.Connection] = asyncio.LifoQueue()
         self.size = size
+        self.in_use = 0  # connections handed out now (for the metrics)
         self._slots = asyncio.Semaphore(size)
         self._write_turn = asyncio.Lock()
         self._writer: aiosqlite.Connection | None = None
 
-    @property
-    def in_use(self) -> int:
-        """Connections handed out now (for the metrics)."""
-        return self.size - self._slots._value  # the semaphore's free slots
-
     async def acquire(self) -> aiosqlite.Connection:
         await self._slots.acquire()
+        self.in_use += 1
         try:
             if not self._idle.empty():
                 return self._idle.get_nowait()
             return await self._open()
         except BaseException:
-            self._slots.release()
+            self._free_slot()
             raise
 
     async def release(self, connection: aiosqlite.Connection) -> None:
@@ -68,7 +65,7 @@ class SQLiteConnectionPool:
             await self._discard(connection)
         finally:
             self.end_write(connection)  # a transaction left open (cancelled) gives its turn back too
-            self._slots.release()
+            self._free_slot()
 
     async def discard(self, connection: aiosqlite.Connection) -> None:
         """Close a connection instead of handing it out again; its slot is free for a new one."""
@@ -76,7 +73,11 @@ class SQLiteConnectionPool:
             await self._discard(connection)
         finally:
             self.end_write(connection)
-            self._slots.release()
+            self._free_slot()
+
+    def _free_slot(self) -> None:
+        self.in_use -= 1
+        self._slots.release()
 
     async def begin_write(self, connection: aiosqlite.Connection) -> None:
         """Wait for this process's turn to write, then take SQLite's write lock (`BEGIN IMMEDIATE`)."""
