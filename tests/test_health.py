@@ -22,6 +22,16 @@ def test_health_answers_when_the_database_does(api):
     assert answer.json() == {"status": "ok", "database": "ok"}
 
 
+@pytest.mark.parametrize("path", ["/health", "/docs", "/docs/swagger", "/docs/openapi.json"])
+def test_head_answers_as_get_without_the_body(api_once, path):
+    """Some load balancers probe with HEAD: the status and headers of GET, and no body."""
+    got, head = api_once.get(path), api_once.request("HEAD", path)
+    assert head.status_code == got.status_code in (200, 302)
+    assert head.content == b""
+    assert head.headers["content-type"] == got.headers["content-type"]
+    assert head.headers.get("content-length") == got.headers.get("content-length")
+
+
 @pytest.fixture
 def proxied(settings: Settings) -> Iterator[tuple[LiveClient, TcpProxy]]:
     parts = urlsplit(settings.database_url)

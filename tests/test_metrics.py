@@ -3,6 +3,7 @@ switch and the token work, and with two worker processes every worker's counts a
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from pathlib import Path
@@ -71,6 +72,28 @@ def test_requests_are_counted_by_route_method_and_status_with_their_latency(api)
     assert len(
         {labels for name, labels in after if name.endswith("_bucket") and ("route", "/refer/getcode") in labels}
     ) == (len(LATENCY_BUCKETS) + 1)
+
+
+@pytest.mark.sqlite_only
+def test_a_client_that_hangs_up_is_a_499_not_a_500(serve_app, capsys):
+    """nginx's convention: a client gone before its answer is no server error (a load balancer's timeout
+    would otherwise page someone), in the access line and in the metrics."""
+    served = serve_app(bcrypt_rounds=12)  # a login hashes for a few hundred milliseconds
+
+    async def hang_up() -> None:
+        async with httpx.AsyncClient(base_url=served.base_url, timeout=0.05) as impatient:
+            with pytest.raises(httpx.TimeoutException):
+                await impatient.post("/user/auth", json={"email": random_email(), "password": "a-fine-passphrase"})
+        await asyncio.sleep(0.5)  # the server notices the closed connection
+
+    capsys.readouterr()
+    served.run(hang_up())
+    samples = scrape(served)
+    assert requests_of(samples, "/user/auth", "POST", 499) == 1
+    assert requests_of(samples, "/user/auth", "POST", 500) == 0
+    lines = capsys.readouterr().err
+    assert "POST /user/auth 499 " in lines
+    assert "Traceback" not in lines
 
 
 @pytest.mark.sqlite_only

@@ -123,6 +123,7 @@ REDOC_MISSING_PAGE = """\
 </html>
 """
 
+PAGE_METHODS = ["GET", "HEAD"]  # HEAD: as GET, without the body (Sanic leaves it out)
 MEDIA_TYPES = {
     ".js": "text/javascript; charset=utf-8",
     ".css": "text/css; charset=utf-8",
@@ -176,26 +177,26 @@ def docs_blueprint(app: Sanic, *, title: str) -> Blueprint:
     bp = Blueprint("docs", url_prefix=prefix or "/")
     document: list[bytes] = []  # built on first request, once every route is registered
 
-    @bp.get("/openapi.json", name="openapi")
+    @bp.route("/openapi.json", name="openapi", methods=PAGE_METHODS)
     async def openapi(request: Request) -> HTTPResponse:
         if not document:
             document.append(orjson.dumps(openapi_document(request.app, title=title)))
         return raw(document[0], content_type="application/json", headers=NOSNIFF)
 
-    @bp.get("", name="index")
+    @bp.route("", name="index", methods=PAGE_METHODS)
     async def index(request: Request) -> HTTPResponse:
         return redirect(f"{prefix}/{default_ui}", headers=NOSNIFF)
 
-    @bp.get("/swagger", name="swagger")
+    @bp.route("/swagger", name="swagger", methods=PAGE_METHODS)
     async def swagger(request: Request) -> HTTPResponse:
         return html_response(render(SWAGGER_PAGE), headers=PAGE_HEADERS)
 
-    @bp.get("/redoc", name="redoc")
+    @bp.route("/redoc", name="redoc", methods=PAGE_METHODS)
     async def redoc(request: Request) -> HTTPResponse:
         template = REDOC_PAGE if redoc_path.is_file() else REDOC_MISSING_PAGE
         return html_response(render(template), headers=PAGE_HEADERS)
 
-    @bp.get("/assets/<name:str>", name="asset")
+    @bp.route("/assets/<name:str>", name="asset", methods=PAGE_METHODS)
     async def asset(request: Request, name: str) -> HTTPResponse:
         headers = {"Cache-Control": "public, max-age=86400", "X-Content-Type-Options": "nosniff"}
         if name == "swagger-init.js":

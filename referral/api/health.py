@@ -11,7 +11,7 @@ from referral.api.routing import Answer, answer, operation, services
 bp = Blueprint("health")
 
 
-@operation(bp, "GET", "/health", summary="Health check", answers=Answer(200, Health))
+@operation(bp, "GET", "/health", summary="Health check", answers=Answer(200, Health), head=True)
 async def health(request: Request) -> HTTPResponse:
     """200 when the database answers a trivial query, 503 when it does not. For load balancers and probes."""
     await services(request).db.ping()

@@ -15,7 +15,7 @@ from http import HTTPStatus
 from typing import Any, TypeVar
 
 from sanic import Request, json
-from sanic.exceptions import SanicException
+from sanic.exceptions import RequestCancelled, SanicException
 from sanic.handlers import ErrorHandler
 from sanic.response import HTTPResponse
 
@@ -38,6 +38,7 @@ log = logging.getLogger("referral.errors")
 T = TypeVar("T")
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that went away before its answer
 WWW_AUTHENTICATE = {"WWW-Authenticate": 'Bearer realm="referral"'}
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 NOSNIFF = {"X-Content-Type-Options": "nosniff"}
@@ -149,6 +150,8 @@ class ProblemErrorHandler(ErrorHandler):
     """Turns every exception into problem details: never a traceback, never an HTML page."""
 
     def default(self, request: Request, exception: Exception) -> HTTPResponse:
+        if isinstance(exception, RequestCancelled):  # the client hung up: nothing failed, nobody will read this
+            return HTTPResponse(status=CLIENT_CLOSED_REQUEST)
         operation = getattr(request.route.ctx, "operation", None) if request.route is not None else None
         oauth = found_in(OAUTH_ERRORS, exception) if operation is not None and operation.oauth_errors else None
         if oauth is not None:
@@ -185,8 +188,8 @@ class ProblemErrorHandler(ErrorHandler):
     def log(request: Request, exception: Exception) -> None:
         """The error with its traceback, and the method and path only: the query string may hold an email.
 
-        Sanic's quiet errors (a client that went away mid-request: RequestCancelled) are not logged, as
-        Sanic's own handler does, unless NOISY_EXCEPTIONS.
+        Sanic's quiet errors (a server being killed: ServerKilled) are not logged, as Sanic's own handler
+        does, unless NOISY_EXCEPTIONS.
         """
         if getattr(exception, "quiet", False) and not request.app.config.get("NOISY_EXCEPTIONS", False):
             return

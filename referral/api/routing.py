@@ -80,13 +80,15 @@ def operation(
     no_store: bool = False,
     errors: tuple[type[Exception], ...] = (),
     oauth_errors: bool = False,
+    head: bool = False,
 ) -> Callable[[Handler], Handler]:
     """Register the handler on `bp` for `methods` (e.g. "GET|POST") and describe it for the document.
 
     The handler's signature says the rest: a `user_id` parameter makes the operation secured (it gets
     the token's user), a `body: Model` one makes `Model` its input, read from the JSON body (or, with
     GET among the methods, from the query string when it has any of the fields). `form` is the model
-    of a form the handler reads itself, for the document. The docstring is the description.
+    of a form the handler reads itself, for the document. The docstring is the description. `head`
+    also answers HEAD as GET, without the body (load balancers probe so); HEAD is not documented.
     """
     method_list = tuple(methods.split("|"))
 
@@ -109,7 +111,8 @@ def operation(
             errors=errors,
             oauth_errors=oauth_errors,
         )
-        bp.route(path, methods=list(method_list), name=op.name, ignore_body=False, ctx_operation=op)(_endpoint(op))
+        methods = [*method_list, "HEAD"] if head else list(method_list)
+        bp.route(path, methods=methods, name=op.name, ignore_body=False, ctx_operation=op)(_endpoint(op))
         return handler
 
     return decorate
