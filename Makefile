@@ -96,8 +96,11 @@ $(REDOC): $(VENV_CFG)
 
 FORCE:
 
+# `alembic upgrade head` prints nothing: then one line saying where the database is ("make: database at
+# revision 0003 (head)"), from `alembic current`, so that a user sees it worked.
 migrate: venv
 	$(BIN)/alembic upgrade head
+	@revision=$$($(BIN)/alembic current) && echo "make: database at revision $$revision"
 
 refers-run: migrate
 	$(BIN)/python -m referral

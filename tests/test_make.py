@@ -253,3 +253,24 @@ def test_every_import_of_tests_and_bench_is_declared() -> None:
 def test_runtime_requirements_hold_no_tools() -> None:
     assert requirement_names(ROOT / "requirements.txt") & DEV_ONLY == set()
     assert requirement_names(ROOT / "requirements-dev.txt") >= DEV_ONLY
+
+
+# --- make migrate says where the database is ---
+
+
+def test_migrate_prints_the_revision_it_reached(tmp_path: Path, venv: Path) -> None:
+    calls = tmp_path / "alembic-calls"
+    fake_command(venv / "bin" / "alembic", f'echo "$*" >> {calls}\n[ "$1" = current ] && echo "0007 (head)"\nexit 0\n')
+    done = make(f"VENV={venv}", "NPM=no-such-npm", "migrate")
+    assert done.returncode == 0, done.stderr
+    assert "make: database at revision 0007 (head)" in done.stdout.splitlines()
+    assert calls.read_text().splitlines() == ["upgrade head", "current"]
+
+
+def test_migrate_fails_when_the_revision_cannot_be_read(venv: Path) -> None:
+    script = '[ "$1" = current ] && { echo "alembic: cannot connect" >&2; exit 1; }\nexit 0\n'
+    fake_command(venv / "bin" / "alembic", script)
+    done = make(f"VENV={venv}", "NPM=no-such-npm", "migrate")
+    assert done.returncode != 0
+    assert "alembic: cannot connect" in done.stderr
+    assert "database at revision" not in done.stdout
