@@ -1,4 +1,5 @@
-"""Settings: defaults < .env < environment < overrides; DB_* to a URL; one-line errors; documented settings."""
+"""Settings: defaults < .env < environment < overrides; DB_* to a URL; one-line errors; documented settings
+(.env.example and docs/configuration.md, and the README's essentials)."""
 
 from __future__ import annotations
 
@@ -185,7 +186,10 @@ def test_missing_dotenv_is_fine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert load_settings(env_file=tmp_path / "absent.env").service_name == "from-environment"
 
 
-# -- .env.example and the README's configuration table list every setting with its declared default --
+# -- .env.example and docs/configuration.md list every setting with its declared default --
+
+CONFIGURATION = ROOT / "docs" / "configuration.md"
+PAGE = "docs/configuration.md"
 
 
 def shown(default: Any) -> str:
@@ -214,50 +218,58 @@ def env_example_problems(settings: type[Settings], text: str) -> list[str]:
     return problems
 
 
-def readme_table(text: str) -> list[list[str]]:
-    """The cells of the rows of the table in the README's `## Configuration` section."""
-    section = text.split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
+def settings_table(text: str, heading: str = "Settings") -> list[list[str]]:
+    """The cells of the rows of the first table in the page's `## <heading>` section."""
+    section = text.split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
     lines = [line.strip() for line in section.splitlines() if line.strip().startswith("|")]
     rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
     assert rows[0] == ["variable", "meaning", "default"], rows[0]
     return rows[2:]
 
 
-def readme_problems(settings: type[Settings], text: str) -> list[str]:
+def table_problems(settings: type[Settings], rows: list[list[str]], page: str = PAGE, every: bool = True) -> list[str]:
+    """What is wrong with a table of settings: a default that is not the declared one, a row that is not a
+    setting, and (`every`) a setting it misses."""
     problems: list[str] = []
     listed: dict[str, str] = {}
-    for row in readme_table(text):
+    for row in rows:
         names = row[0].split(", ")
         if len(row) != 3 or not all(re.fullmatch(r"`[A-Z][A-Z0-9_]*`", name) for name in names):
-            problems.append(f"README: cannot read the configuration row {row}")
+            problems.append(f"{page}: cannot read the configuration row {row}")
             continue
         defaults = [row[2]] if len(names) == 1 else row[2].split(", ")
         if len(defaults) != len(names):
-            problems.append(f"README: row {row[0]} has {len(names)} variables but {len(defaults)} defaults")
+            problems.append(f"{page}: row {row[0]} has {len(names)} variables but {len(defaults)} defaults")
             continue
         for name, default in zip(names, defaults, strict=True):
             if name.strip("`") in listed:
-                problems.append(f"README lists {name} twice")
+                problems.append(f"{page} lists {name} twice")
             listed[name.strip("`")] = default
     declared = {variable_name(name): field for name, field in settings.model_fields.items()}
     for name, field in declared.items():
         expected = shown(field.default)
         written = f"`{expected}`" if expected else "unset"
         if name not in listed:
-            problems.append(f"README's configuration table misses | `{name}` | {field.description} | {written} |")
+            if every:
+                problems.append(f"{page}'s settings table misses | `{name}` | {field.description} | {written} |")
         elif expected and not listed[name].startswith(written):
-            problems.append(f"README shows {name} defaulting to {listed[name]!r}, declared {written}")
+            problems.append(f"{page} shows {name} defaulting to {listed[name]!r}, declared {written}")
         elif not expected and not (listed[name] == "—" or listed[name].startswith("unset")):
-            problems.append(f"README shows {name} defaulting to {listed[name]!r}, declared unset ('unset…' or '—')")
-    problems.extend(f"README lists {name}, which is not a setting" for name in listed.keys() - declared.keys())
+            problems.append(f"{page} shows {name} defaulting to {listed[name]!r}, declared unset ('unset…' or '—')")
+    problems.extend(f"{page} lists {name}, which is not a setting" for name in listed.keys() - declared.keys())
     return problems
 
 
-def test_env_example_and_readme_list_every_setting_with_its_default():
+def test_env_example_and_the_configuration_page_list_every_setting_with_its_default():
     env_example = (ROOT / ".env.example").read_text()
-    readme = (ROOT / "README.md").read_text()
     assert env_example_problems(Settings, env_example) == []
-    assert readme_problems(Settings, readme) == []
+    assert table_problems(Settings, settings_table(CONFIGURATION.read_text())) == []
+
+
+def test_the_readmes_essential_settings_show_their_declared_defaults():
+    rows = settings_table((ROOT / "README.md").read_text(), "Configuration")
+    assert rows, "the README's Configuration section shows the essential settings in a table"
+    assert table_problems(Settings, rows, "README.md", every=False) == []
 
 
 def test_every_setting_has_a_one_line_description():
@@ -272,16 +284,20 @@ def test_a_new_or_changed_setting_fails_until_documented():
         port: int = Field(8080, ge=0, le=65535, description="bind port")
 
     env_example = (ROOT / ".env.example").read_text()
-    readme = (ROOT / "README.md").read_text()
+    page = CONFIGURATION.read_text()
     assert env_example_problems(Extended, env_example) == [
         ".env.example shows PORT=8000, declared default '8080'",
         ".env.example misses TRACING: add\n# OpenTelemetry traces\nTRACING=on",
     ]
-    assert readme_problems(Extended, readme) == [
-        "README shows PORT defaulting to '`8000`', declared `8080`",
-        "README's configuration table misses | `TRACING` | OpenTelemetry traces | `on` |",
+    assert table_problems(Extended, settings_table(page)) == [
+        "docs/configuration.md shows PORT defaulting to '`8000`', declared `8080`",
+        "docs/configuration.md's settings table misses | `TRACING` | OpenTelemetry traces | `on` |",
     ]
-    assert readme_problems(Settings, readme.replace("| `WORKERS` |", "| `WORKERS`, `THREADS` |")) != []
+    assert table_problems(Extended, settings_table(page), every=False) == [
+        "docs/configuration.md shows PORT defaulting to '`8000`', declared `8080`",
+    ]
+    changed = page.replace("| `WORKERS` |", "| `WORKERS`, `THREADS` |")
+    assert table_problems(Settings, settings_table(changed)) != []
     assert env_example_problems(Settings, env_example + "\nTHREADS=2\n") == [
         ".env.example lists THREADS, which is not a setting"
     ]
