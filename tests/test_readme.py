@@ -11,6 +11,10 @@ Answers are compared structurally: the same keys (a field the README shows that 
 fails, and so does one it returns that the README leaves out) and the same values, except dates, tokens and
 generated codes, which vary: those are compared by shape, and a value the README shows twice must come back
 the same both times (the code getcode finds is the code update_code issued).
+
+The README stays short (at most 300 lines) and links every page under `docs/`; every relative link of
+the README, the docs pages and ARCHITECTURE.md points at a file that exists, and at a heading that exists
+when it names one.
 """
 
 from __future__ import annotations
@@ -32,6 +36,12 @@ from tests.databases import migrate
 from tests.support import ROOT, require, running_server, server_env
 
 README = ROOT / "README.md"
+README_MAX_LINES = 300
+DOCS = sorted((ROOT / "docs").glob("*.md"))
+LINKED_PAGES = [README, *DOCS, ROOT / "ARCHITECTURE.md"]
+LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
+FENCE = re.compile(r"^```.*?^```", re.DOTALL | re.MULTILINE)
+CODE_SPAN = re.compile(r"`[^`\n]*`")
 README_BASE = "http://127.0.0.1:8000"
 SECRET = "readme-walkthrough-secret-key-of-at-least-32-bytes"
 STEP = re.compile(
@@ -251,3 +261,75 @@ def test_steps_are_read_with_their_status_and_answer():
         walkthrough(text.replace("`200 OK`", "200"))
     with pytest.raises(AssertionError):
         walkthrough(text + "<!-- walkthrough -->\n```sh\ntrue\n```\n")
+
+
+# --- a README a user finishes, and links that lead somewhere ---
+
+
+def links(text: str) -> list[str]:
+    """The targets of the Markdown links of `text`, outside code blocks and code spans."""
+    return LINK.findall(CODE_SPAN.sub("", FENCE.sub("", text)))
+
+
+def anchors(text: str) -> set[str]:
+    """The anchors GitHub gives the headings of `text`: lower case, punctuation dropped, spaces as hyphens,
+    a repeated heading numbered."""
+    found: set[str] = set()
+    for heading in re.findall(r"^#{1,6} +(.+?) *#*$", FENCE.sub("", text), re.MULTILINE):
+        slug = re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
+        number, unique = 0, slug
+        while unique in found:
+            number += 1
+            unique = f"{slug}-{number}"
+        found.add(unique)
+    return found
+
+
+def broken_links(page: Path, root: Path = ROOT) -> list[str]:
+    """The relative links of `page` that point at no file, or at no heading of the file they name (paths
+    shown relative to `root`)."""
+    broken = []
+    for target in links(page.read_text()):
+        if re.match(r"[a-z][a-z0-9+.-]*:", target):  # https:, mailto:, file: ...
+            continue
+        path, _, anchor = target.partition("#")
+        file = (page.parent / path).resolve() if path else page
+        where = f"{page.relative_to(root)}: {target}"
+        if not file.exists():
+            broken.append(f"{where}: no such file")
+        elif anchor and file.suffix == ".md" and anchor not in anchors(file.read_text()):
+            broken.append(f"{where}: no heading with that anchor in {file.relative_to(root)}")
+    return broken
+
+
+def test_the_readme_is_at_most_300_lines():
+    lines = len(README.read_text().splitlines())
+    assert lines <= README_MAX_LINES, f"README.md has {lines} lines: move detail to a page under docs/"
+
+
+def test_every_docs_page_is_linked_from_the_readme():
+    assert DOCS, "no pages under docs/"
+    linked = {(ROOT / target.partition("#")[0]).resolve() for target in links(README.read_text())}
+    assert [page.name for page in DOCS if page.resolve() not in linked] == []
+
+
+@pytest.mark.parametrize("page", LINKED_PAGES, ids=lambda page: str(page.relative_to(ROOT)))
+def test_relative_links_point_at_what_exists(page: Path):
+    assert broken_links(page) == []
+
+
+def test_the_link_check_catches_what_it_must(tmp_path: Path):
+    page = tmp_path / "page.md"
+    (tmp_path / "other.md").write_text("# Other\n\n## A proxy in front\n\n## `make test`, and CI\n")
+    page.write_text(
+        "# Page\n\n[ok](other.md) [ok](other.md#a-proxy-in-front) [ok](other.md#make-test-and-ci) [ok](#page)\n"
+        "[web](https://example.com/x) `[code](missing.md)`\n```md\n[fenced](missing.md)\n```\n"
+        "[gone](missing.md) [bad anchor](other.md#nowhere) [self](#nowhere)\n"
+    )
+    found = [line.split(": ", 2)[1:] for line in broken_links(page, tmp_path)]
+    assert found == [
+        ["missing.md", "no such file"],
+        ["other.md#nowhere", "no heading with that anchor in other.md"],
+        ["#nowhere", "no heading with that anchor in page.md"],
+    ]
+    assert anchors("# A\n## A\n## A\n") == {"a", "a-1", "a-2"}
