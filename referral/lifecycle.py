@@ -20,8 +20,8 @@ GRACEFUL_SHUTDOWN_TIMEOUT), closes its pools and exits; the main process exits 0
   `EarlyStop` holds such a signal (`hold_stop_signals` before Sanic's manager exists) and sends it again once
   the manager shows every worker acknowledged. Workers ignore stop signals while they start
   (`ignore_stop_signals`); one killed during its imports is reported to Sanic as a failed start at once.
-- A worker that crashes once serving is not replaced: `referral.workers.WorkerWatcher` does it. A stop signal
-  ends its watching first (`EarlyStop.handle`), so no worker is started behind Sanic's shutdown.
+- A worker that crashes once serving is never replaced: `referral.workers.WorkerWatcher` replaces it. A stop
+  signal ends its watching first (`EarlyStop.handle`), so no worker is started behind Sanic's shutdown.
 - On Ctrl-C each worker gets two signals (the terminal's and the main process's), and Sanic's handler stops
   the event loop once per signal: the second lands in its shutdown and fails it with "Event loop stopped
   before Future completed" while a request is in flight. `stop_once`: later signals are ignored.
@@ -150,7 +150,8 @@ class EarlyStop:
         while not self.workers_acknowledged():
             if not self.watcher.serving and any(p.exitcode is not None for p in self.manager.transient_processes):
                 # Killed during its imports (Ctrl-C: the group's SIGINT), it never acknowledges; Sanic would
-                # wait 30 s for it, then SIGKILL the group. This is how a worker tells it that it failed.
+                # wait 30 s for it, then SIGKILL the group. This is how a worker tells it that it failed. (Once
+                # serving, a worker that dies is marked FAILED, which counts as acknowledged here.)
                 WorkerMultiplexer(self.manager.monitor_publisher, {}).terminate(early=True)
                 return
             time.sleep(WORKER_POLL_SECONDS)

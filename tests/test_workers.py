@@ -93,7 +93,7 @@ def test_a_worker_killed_under_load_serves_again_within_10_s_logged_and_counted(
         before = set(serving_pids(server))
         victim = min(before)
         os.kill(victim, signal.SIGKILL)
-        seconds = wait(lambda: set(serving_pids(server)) - before, REPLACED_WITHIN, "an answer of a new worker", server)
+        seconds = wait(lambda: set(serving_pids(server)) - before, REPLACED_WITHIN, "answer of a new worker", server)
         answered = len(statuses)
         wait(lambda: len(statuses) > answered + 20, 10, "20 more answers", server)
     print(f"\nworker {victim} killed with SIGKILL: a new worker answered {seconds:.2f} s later")
@@ -120,6 +120,19 @@ def test_a_worker_killed_under_load_serves_again_within_10_s_logged_and_counted(
     assert server.wait_gone(seconds=20) == 0, server.output
     assert not TROUBLE.search(server.output), server.output
     assert len([doc for doc in documents(server) if doc["logger"] == "referral.workers"]) == 1
+
+
+def test_a_stop_while_a_replacement_starts_waits_for_it_then_stops_everything(sqlite_template, servers, tmp_path):
+    """The stop signal is held until the new worker serves (`referral.lifecycle.EarlyStop`): none is left behind."""
+    server = start(servers, tmp_path, DATABASE_URL=sqlite_template.fresh_url(tmp_path), WORKERS="2", LOG_FORMAT="json")
+    wait(lambda: len(ready_pids(server)) == 2, 60, "two workers ready", server)
+    os.kill(ready_pids(server)[0], signal.SIGKILL)
+    server.wait_for("restarting it")
+    server.signal_main(signal.SIGTERM)
+
+    assert server.wait_gone(seconds=30) == 0, server.output
+    assert len(ready_pids(server)) == 3, server.output
+    assert not TROUBLE.search(server.output), server.output
 
 
 def test_a_worker_that_keeps_dying_stops_the_service_with_exit_status_3(sqlite_template, servers, tmp_path: Path):
