@@ -1,7 +1,8 @@
 """`python -m referral`: serve on HOST:PORT with WORKERS processes, settings from env and .env.
 
 Before serving, `preflight()` checks the settings and the database's migration: either stops the start
-with one line on stderr and exit status 2. Stop signals: see `referral.lifecycle`.
+with one line on stderr and exit status 2. Stop signals: see `referral.lifecycle`. A worker that keeps crashing
+stops the service with exit status 3 (`referral.workers`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ def main() -> None:
 
     from referral.app import create_app
     from referral.lifecycle import hold_stop_signals, preflight
+    from referral.workers import exit_status
 
     settings = preflight()  # also exports a generated SECRET_KEY so every worker shares it
     loader = AppLoader(factory=create_app)
@@ -29,6 +31,7 @@ def main() -> None:
     app.prepare(host=settings.host, port=settings.port, workers=settings.workers, single_process=False)
     hold_stop_signals()
     Sanic.serve(primary=app, app_loader=loader)
+    raise SystemExit(exit_status())  # 3 after a crash loop (referral.workers)
 
 
 def _interrupted(signum: int, _frame: FrameType | None) -> None:

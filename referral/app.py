@@ -17,13 +17,14 @@ from referral.api.problems import ProblemErrorHandler
 from referral.cache import CodeCache
 from referral.config import Settings, load_settings, warn_if_insecure
 from referral.db.database import ReferralDatabase, create_database
-from referral.lifecycle import hold_early_stop, ignore_stop_signals, in_worker_process, preflight, stop_once
+from referral.lifecycle import ignore_stop_signals, in_worker_process, preflight, stop_once, supervise_workers
 from referral.ratelimit import RateLimits
 from referral.redis_link import RedisLink
 from referral.security import PasswordHasher
 from referral.services.codes import CodeService
 from referral.services.referrals import ReferralService
 from referral.services.users import UserService
+from referral.workers import share_counts
 
 SANIC_CONFIG_FILE = Path(__file__).resolve().parent.parent / "sanic.cfg"
 
@@ -100,7 +101,8 @@ def create_app(*cli_args: Any, settings: Settings | None = None) -> ReferralApp:
     app.extend(built_in_extensions=False, extensions=[ApiDocs])
     app.before_server_start(_open_resources)
     app.after_server_stop(_close_resources)
-    app.main_process_ready(hold_early_stop)  # stop signals: see referral.lifecycle
+    app.main_process_start(share_counts)
+    app.main_process_ready(supervise_workers)  # stop signals and crashed workers: referral.lifecycle, referral.workers
     if in_worker_process():
         ignore_stop_signals()
         app.after_server_start(stop_once)

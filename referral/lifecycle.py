@@ -20,6 +20,8 @@ GRACEFUL_SHUTDOWN_TIMEOUT), closes its pools and exits; the main process exits 0
   `EarlyStop` holds such a signal (`hold_stop_signals` before Sanic's manager exists) and sends it again once
   the manager shows every worker acknowledged. Workers ignore stop signals while they start
   (`ignore_stop_signals`); one killed during its imports is reported to Sanic as a failed start at once.
+- A worker that crashes once serving is never replaced: `referral.workers.WorkerWatcher` replaces it. A stop
+  signal ends its watching first (`EarlyStop.handle`), so no worker is started behind Sanic's shutdown.
 - On Ctrl-C each worker gets two signals (the terminal's and the main process's), and Sanic's handler stops
   the event loop once per signal: the second lands in its shutdown and fails it with "Event loop stopped
   before Future completed" while a request is in flight. `stop_once`: later signals are ignored.
@@ -45,6 +47,7 @@ from referral.config import ConfigError, Settings, load_settings
 from referral.db.database import revisions_at_start
 from referral.errors import DatabaseUnavailable
 from referral.logs import configure_logging
+from referral.workers import WorkerWatcher
 
 if TYPE_CHECKING:
     from sanic import Sanic
@@ -113,8 +116,9 @@ class EarlyStop:
     `wait_for_ack` is over. Only the first held signal counts; later ones are dropped until then.
     """
 
-    def __init__(self, manager: WorkerManager) -> None:
+    def __init__(self, manager: WorkerManager, watcher: WorkerWatcher) -> None:
         self.manager = manager
+        self.watcher = watcher
         self.sanic_handlers: dict[int, Handler] = {}
         for sig in STOP_SIGNALS:
             handler = signal.getsignal(sig)
@@ -130,6 +134,7 @@ class EarlyStop:
             self.handle(_held[0], None)
 
     def handle(self, signum: int, frame: FrameType | None) -> None:
+        self.watcher.stop()  # a worker it is restarting has started when this returns: Sanic's shutdown stops it
         if self.workers_acknowledged():
             self.passed_on = True
             self.sanic_handlers[signum](signum, frame)
@@ -143,9 +148,10 @@ class EarlyStop:
 
     def _resend(self, signum: int) -> None:
         while not self.workers_acknowledged():
-            if any(process.exitcode is not None for process in self.manager.transient_processes):
+            if not self.watcher.serving and any(p.exitcode is not None for p in self.manager.transient_processes):
                 # Killed during its imports (Ctrl-C: the group's SIGINT), it never acknowledges; Sanic would
-                # wait 30 s for it, then SIGKILL the group. This is how a worker tells it that it failed.
+                # wait 30 s for it, then SIGKILL the group. This is how a worker tells it that it failed. (Once
+                # serving, a worker that dies is marked FAILED, which counts as acknowledged here.)
                 WorkerMultiplexer(self.manager.monitor_publisher, {}).terminate(early=True)
                 return
             time.sleep(WORKER_POLL_SECONDS)
@@ -153,9 +159,11 @@ class EarlyStop:
             os.kill(os.getpid(), signum)  # handled in the main thread, by Sanic's handler now
 
 
-def hold_early_stop(app: Sanic) -> None:
-    """`main_process_ready` listener (multi-process mode only): see `EarlyStop`."""
-    EarlyStop(app.manager).install()
+def supervise_workers(app: Sanic) -> None:
+    """`main_process_ready` listener (multi-process mode only): see `EarlyStop` and `referral.workers`."""
+    watcher = WorkerWatcher(app.manager, app.shared_ctx)
+    EarlyStop(app.manager, watcher).install()
+    watcher.start()
 
 
 def ignore_stop_signals() -> None:

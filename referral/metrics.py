@@ -2,7 +2,10 @@
 
 What is counted: requests by route, method and status, and their latency by route; the code cache's
 hits and misses; password hashes queued or running and the ones refused (per client: 429, queue
-full: 503); rate-limit rejections by scope; database connections in use and the pool's maximum.
+full: 503); rate-limit rejections by scope; database connections in use and the pool's maximum; per worker
+(label `worker`, Sanic's "Srv 0"...), its resident memory, CPU time and whether Redis answers (REDIS_URL);
+the build; and from the main process (`referral.workers`, through `app.shared_ctx`), the live server workers
+and the restarts of crashed ones.
 
 **Several workers.** `python -m referral` (and `sanic ... --workers N`) run the workers as separate
 processes, each with its own counters. prometheus-client's multiprocess mode adds them up: before
@@ -13,7 +16,7 @@ the histogram are summed; the gauges are `livesum` (the sum over the workers ali
 removes its gauge files). One worker (WORKERS=1, unless PROMETHEUS_MULTIPROC_DIR is set) and a single
 process (tests, `sanic` without workers) keep them in memory. Counters and the histogram are updated
 as things happen; the gauges are sampled, by each worker every `SAMPLE_SECONDS` and by the answering
-worker just before it answers.
+worker just before it answers. A crashed worker's gauges leave the sums when the main process sees it dead.
 """
 
 from __future__ import annotations
@@ -21,14 +24,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import platform
 import shutil
 import tempfile
+from collections.abc import Iterator
 from functools import cache
+from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from referral import __version__
 
 if TYPE_CHECKING:  # no Sanic at run time: services count through this module
     from sanic import Request, Sanic
@@ -94,6 +103,27 @@ DB_POOL_MAX = Gauge(
     registry=REGISTRY,
 )
 
+RESIDENT_MEMORY = Gauge(
+    "referral_worker_resident_memory_bytes",
+    "Resident memory of each server worker.",
+    ["worker"],
+    multiprocess_mode="livesum",
+    registry=REGISTRY,
+)
+CPU_SECONDS = Counter(
+    "referral_worker_cpu_seconds", "CPU time (user and system) of each server worker.", ["worker"], registry=REGISTRY
+)
+REDIS_UP = Gauge(
+    "referral_redis_up",
+    "1 while Redis answers each worker, 0 while its breaker is open (only with REDIS_URL).",
+    ["worker"],
+    multiprocess_mode="livesum",
+    registry=REGISTRY,
+)
+BUILD = (__version__, platform.python_version(), version("sanic"))  # referral_build_info's labels
+PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
+_cpu_counted = [0.0]  # this process's CPU seconds already added to CPU_SECONDS
+
 CODE_CACHE_HIT = CODE_CACHE.labels("hit")
 CODE_CACHE_MISS = CODE_CACHE.labels("miss")
 HASH_REJECTED_PER_CLIENT = HASH_REJECTIONS.labels("per_client")
@@ -143,22 +173,62 @@ def cache_miss() -> None:
 
 
 def sample(app: Sanic) -> None:
-    """Set this worker's gauges from its hasher and its database pool."""
+    """Set this worker's gauges from its hasher, its database pool, its Redis link and its process."""
     HASH_QUEUE.set(app.ctx.hasher.queued)
     usage = app.ctx.db.pool_usage()
     if usage is not None:
         DB_POOL_IN_USE.set(usage[0])
         DB_POOL_MAX.set(usage[1])
+    worker = os.environ.get("SANIC_WORKER_IDENTIFIER") or "main"  # "main": no worker processes (tests)
+    if app.ctx.redis is not None:
+        REDIS_UP.labels(worker).set(app.ctx.redis.up)
+    with contextlib.suppress(OSError):  # no /proc: not Linux
+        RESIDENT_MEMORY.labels(worker).set(int(Path("/proc/self/statm").read_text().split()[1]) * PAGE_BYTES)
+    times = os.times()
+    cpu = times.user + times.system
+    CPU_SECONDS.labels(worker).inc(max(cpu - _cpu_counted[0], 0))
+    _cpu_counted[0] = cpu
+
+
+class ScrapeTime:
+    """Metrics read when /metrics is answered: the build, and the main process's counts (`app.shared_ctx`, set by
+    `referral.workers.share_counts`; absent without worker processes)."""
+
+    def __init__(self, app: Sanic) -> None:
+        self.shared = app.shared_ctx
+
+    def collect(self) -> Iterator[Metric]:
+        build = GaugeMetricFamily(
+            "referral_build_info", "The running version, Python's and Sanic's.", labels=["version", "python", "sanic"]
+        )
+        build.add_metric(BUILD, 1)
+        yield build
+        restarts = getattr(self.shared, "worker_restarts", None)
+        if restarts is not None:
+            yield CounterMetricFamily(
+                "referral_worker_restarts", "Server workers restarted after a crash.", value=restarts.value
+            )
+            yield GaugeMetricFamily(
+                "referral_workers", "Server workers alive and serving.", value=self.shared.live_workers.value
+            )
+
+
+def forget_worker(pid: int) -> None:
+    """In the main process, for a crashed worker: its gauges leave the sums (a stopping worker does it itself)."""
+    if MULTIPROC_DIR in os.environ:
+        multiprocess.mark_process_dead(pid)
 
 
 def exposition(app: Sanic) -> bytes:
     """The metrics in Prometheus' text format: every worker's, in multiprocess mode."""
     sample(app)
-    if not multiprocess_mode():
-        return generate_latest(REGISTRY)
-    registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry)
-    return generate_latest(registry)
+    registry = REGISTRY
+    if multiprocess_mode():
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    now = CollectorRegistry(auto_describe=False)
+    now.register(ScrapeTime(app))
+    return generate_latest(registry) + generate_latest(now)
 
 
 # ------------------------------------------------------------------------------------------- #

@@ -1,24 +1,30 @@
-"""GET /metrics: the counters move for the right labels, the gauges read the pool and the hasher, the
-switch and the token work, and with two worker processes every worker's counts are added up."""
+"""GET /metrics: the counters move for the right labels, the gauges read the pool, the hasher, Redis and the
+process, the build is named, the switch and the token work, and with two worker processes every worker's counts
+are added up (worker restarts and live workers: tests/test_workers.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import platform
 import time
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from sanic import __version__
 
+import referral
 from referral.metrics import LATENCY_BUCKETS, SAMPLE_SECONDS
 from tests.databases import SQLiteTemplate
 from tests.factories import Factory, random_email
 from tests.live import LiveClient
 from tests.problems import assert_problem
-from tests.support import running_server, server_env
+from tests.support import ROOT, running_server, server_env
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 ONE_A_MINUTE = {"rate_limit_user": "1/minute", "rate_limit_login": "1/minute"}  # a user's writes, an email's logins
@@ -265,3 +271,38 @@ def test_an_operators_multiprocess_directory_is_emptied_at_start_and_kept(
         assert requests_of(scrape(client), "/health", "GET", 200) >= 1
         assert not (directory / "counter_99999.db").exists()
     assert directory.is_dir()
+
+
+# -- what an operator alerts on ----------------------------------------------------------------------
+
+
+@pytest.mark.sqlite_only
+def test_build_info_and_this_processs_memory_and_cpu(api):
+    """In one process (no workers): worker "main"; no Redis gauge without REDIS_URL, no main-process counts."""
+    samples = scrape(api)
+    [(name, labels)] = [key for key in samples if key[0] == "referral_build_info"]
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert dict(labels) == {"version": pyproject["version"], "python": platform.python_version(), "sanic": __version__}
+    assert referral.__version__ == pyproject["version"]
+    assert samples[(name, labels)] == 1
+    process = psutil.Process()
+    memory = value(samples, "referral_worker_resident_memory_bytes", worker="main")
+    assert abs(memory - process.memory_info().rss) < process.memory_info().rss * 0.2
+    cpu = value(samples, "referral_worker_cpu_seconds_total", worker="main")
+    assert 0 < cpu <= sum(process.cpu_times()[:2]) + 0.01
+    names = {name for name, _ in samples}
+    assert not names & {"referral_redis_up", "referral_worker_restarts_total", "referral_workers"}
+
+
+@pytest.mark.sqlite_only
+def test_redis_up_follows_the_breaker(serve_app, service_name, redis_proxy, proxied_redis_url):
+    client = serve_app(redis_url=proxied_redis_url, service_name=service_name, redis_timeout_ms=200)
+    assert value(scrape(client), "referral_redis_up", worker="main") == 1
+    redis_proxy.cut()
+    assert client.get("/refer/getcode", params={"email": random_email()}).status_code == 404  # the cache fails
+    assert value(scrape(client), "referral_redis_up", worker="main") == 0
+    redis_proxy.restore()
+    deadline = time.monotonic() + 10
+    while value(scrape(client), "referral_redis_up", worker="main") == 0:
+        assert time.monotonic() < deadline, "still down 10 s after Redis came back"
+        time.sleep(0.1)
