@@ -7,6 +7,7 @@ live in `sanic.cfg`, loaded by the app factory.
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import re
@@ -14,9 +15,9 @@ import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
-from annotated_types import Ge, Le
+from annotated_types import Ge, Gt, Le
 from limits import parse as parse_rate_limit
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic.fields import FieldInfo
@@ -31,6 +32,9 @@ SECRET_KEY_MIN_BYTES = 32
 DEFAULT_SQLITE_FILE = "referral.db"
 DEFAULT_POSTGRES_DATABASE = "referral"
 SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+WEBHOOK_SECRET_MIN_BYTES = 24
+DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 DRIVERS = {"postgres": "postgresql+asyncpg", "postgresql": "postgresql+asyncpg", "sqlite": "sqlite+aiosqlite"}
 
 
@@ -123,6 +127,33 @@ class Settings(BaseSettings):
     metrics_token: str | None = Field(
         None, repr=False, description="bearer token `/metrics` requires, when set (`Authorization: Bearer <token>`)"
     )
+    webhook_urls: str = Field(
+        "", description="comma-separated http(s) endpoints that receive every event; unset: no events recorded"
+    )
+    webhook_secret: str | None = Field(
+        None,
+        repr=False,
+        description="`whsec_` + base64 of at least 24 random bytes: signs every delivery; required with WEBHOOK_URLS",
+    )
+    webhook_timeout: float = Field(10.0, gt=0, description="seconds one delivery attempt may take")
+    webhook_retry_schedule: str = Field(
+        "5s,5m,30m,2h,5h,10h,10h",
+        description="delays before each retry, comma-separated, with units (ms, s, m, h); then the delivery fails",
+    )
+    webhook_concurrency: int = Field(8, ge=1, description="delivery attempts in flight per worker")
+    webhook_allow_private: bool = Field(
+        False, description="on/off: let endpoints resolve to loopback or private addresses (tests, internal networks)"
+    )
+    event_retention_days: int = Field(7, ge=1, description="delivered and failed events are deleted after these days")
+
+    @property
+    def webhook_endpoints(self) -> tuple[str, ...]:
+        return tuple(url.strip() for url in self.webhook_urls.split(",") if url.strip())
+
+    @property
+    def retry_delays(self) -> tuple[float, ...]:
+        """WEBHOOK_RETRY_SCHEDULE in seconds."""
+        return tuple(duration_seconds(delay) for delay in self.webhook_retry_schedule.split(","))
 
     @property
     def is_sqlite(self) -> bool:
@@ -158,7 +189,7 @@ class Settings(BaseSettings):
             raise ValueError("must be a plain identifier (letters, digits, _; at most 63)")
         return schema or None
 
-    @field_validator("redis_url", "metrics_token")
+    @field_validator("redis_url", "metrics_token", "webhook_secret")
     @classmethod
     def _empty_is_unset(cls, value: str | None) -> str | None:
         return value or None
@@ -191,6 +222,37 @@ class Settings(BaseSettings):
             return url  # the invalid part is reported on its own
         return database_url_from(*(info.data[part] for part in parts))
 
+    @field_validator("webhook_urls")
+    @classmethod
+    def _http_urls(cls, urls: str) -> str:
+        for url in (part.strip() for part in urls.split(",") if part.strip()):
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"must be http(s) URLs with a host, and {url!r} is not")
+        return urls
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _whsec(cls, secret: str | None, info: ValidationInfo) -> str | None:
+        if secret is None:
+            if info.data.get("webhook_urls", "").strip():
+                raise ValueError("is required with WEBHOOK_URLS (`whsec_` + base64 of at least 24 random bytes)")
+            return None
+        try:
+            key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+        except ValueError:
+            key = b""
+        if not secret.startswith("whsec_") or len(key) < WEBHOOK_SECRET_MIN_BYTES:
+            raise ValueError(f"must be `whsec_` + base64 of at least {WEBHOOK_SECRET_MIN_BYTES} random bytes")
+        return secret
+
+    @field_validator("webhook_retry_schedule")
+    @classmethod
+    def _durations(cls, schedule: str) -> str:
+        for delay in schedule.split(","):
+            duration_seconds(delay)
+        return schedule
+
     @field_validator("rate_limit_login", "rate_limit_ip", "rate_limit_user")
     @classmethod
     def _limits_notation(cls, limit: str) -> str:
@@ -199,6 +261,13 @@ class Settings(BaseSettings):
         except ValueError:
             raise ValueError("is not a rate limit in the limits notation (e.g. 120/minute)") from None
         return limit
+
+
+def duration_seconds(text: str) -> float:
+    """`500ms`, `5s`, `30m`, `2h` in seconds; ValueError naming the text otherwise."""
+    if match := DURATION.fullmatch(text.strip()):
+        return float(match[1]) * DURATION_UNITS[match[2]]
+    raise ValueError(f"must be delays with units (ms, s, m, h), comma-separated, and {text.strip()!r} is not")
 
 
 def variable_name(field_name: str) -> str:
@@ -288,6 +357,9 @@ def _expectation(field: FieldInfo) -> str:
         if low is not None and high is not None:
             return f"must be an integer from {low} to {high}"
         return f"must be an integer of at least {low}" if low is not None else "must be an integer"
+    if field.annotation is float:
+        low = next((m.gt for m in field.metadata if isinstance(m, Gt)), None)
+        return "must be a number" if low is None else f"must be a number above {low:g}"
     return "must be text"
 
 

@@ -120,6 +120,14 @@ def test_database_url_overrides_db_variables(given: str, used: str):
         ({"DATABASE_URL": "mysql://u@h/d"}, "DATABASE_URL has an unsupported scheme: use postgresql or sqlite"),
         ({"DATABASE_URL": "not a url"}, "DATABASE_URL is not a URL"),  # a URL may hold a password: never echoed
         ({"DB_HOST": "h", "DB_SCHEMA": 'x"; DROP SCHEMA public; --'}, "DB_SCHEMA must be a plain identifier"),
+        ({"WEBHOOK_URLS": "ftp://x.example"}, "WEBHOOK_URLS must be http(s) URLs with a host"),
+        ({"WEBHOOK_URLS": "https://"}, "WEBHOOK_URLS must be http(s) URLs with a host"),
+        ({"WEBHOOK_URLS": "https://x.example"}, "WEBHOOK_SECRET is required with WEBHOOK_URLS"),
+        ({"WEBHOOK_SECRET": "whsec_c2hvcnQ="}, "WEBHOOK_SECRET must be `whsec_` + base64 of at least 24"),
+        ({"WEBHOOK_SECRET": "a" * 40}, "WEBHOOK_SECRET must be `whsec_` + base64 of at least 24"),  # never echoed
+        ({"WEBHOOK_RETRY_SCHEDULE": "5s,1d"}, "WEBHOOK_RETRY_SCHEDULE must be delays with units (ms, s, m, h)"),
+        ({"WEBHOOK_TIMEOUT": "0"}, "WEBHOOK_TIMEOUT must be a number above 0, got '0'"),
+        ({"EVENT_RETENTION_DAYS": "0"}, "EVENT_RETENTION_DAYS must be an integer of at least 1, got '0'"),
     ],
 )
 def test_bad_values_are_refused_in_one_line_naming_the_variable(env: dict[str, str], message: str):
@@ -127,6 +135,17 @@ def test_bad_values_are_refused_in_one_line_naming_the_variable(env: dict[str, s
         load_settings(env=env)
     assert str(refused.value).startswith(message)
     assert "\n" not in str(refused.value)
+
+
+def test_webhook_settings_are_read_as_endpoints_and_delays():
+    secret = "whsec_" + "A" * 32
+    settings = load_settings(
+        env={"WEBHOOK_URLS": " https://a.example/hook ,http://b.example ", "WEBHOOK_SECRET": secret}
+    )
+    assert settings.webhook_endpoints == ("https://a.example/hook", "http://b.example")
+    assert load_settings(env={"WEBHOOK_RETRY_SCHEDULE": "500ms,1.5s,2m,1h"}).retry_delays == (0.5, 1.5, 120, 3600)
+    assert load_settings(env={}).webhook_endpoints == ()
+    assert secret not in repr(settings)
 
 
 def test_every_bad_value_is_named_on_the_same_line():

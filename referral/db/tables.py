@@ -18,7 +18,7 @@ NAMING_CONVENTION = {
 
 metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
 
-REVISION = "0003"
+REVISION = "0004"
 """The Alembic revision these tables are (tests/test_migrations.py checks it is alembic/versions' head):
 each worker compares the database's with it without loading Alembic."""
 
@@ -100,4 +100,41 @@ referral_count = sa.Table(
     metadata,
     sa.Column("referrer_id", sa.Integer, sa.ForeignKey("user.id", ondelete="CASCADE"), primary_key=True),
     sa.Column("total", sa.Integer, nullable=False),
+)
+
+
+# The outbox (referral.outbox): each event is written in the transaction of the change it reports, with
+# one delivery per destination; workers claim due deliveries, attempt them and record the outcome.
+EVENT_ID_LENGTH = 40  # "msg_" and a UUID's 36 characters
+
+outbox_event = sa.Table(
+    "outbox_event",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    # What receivers see (`webhook-id`) and drop duplicates by: random, never a row id a sweep could reuse.
+    sa.Column("event_id", sa.String(EVENT_ID_LENGTH), nullable=False, unique=True),
+    sa.Column("type", sa.String(64), nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),  # the JSON body: {"type", "timestamp", "data"}
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+DELIVERY_STATES = ("pending", "delivered", "failed")
+
+outbox_delivery = sa.Table(
+    "outbox_delivery",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("event_id", sa.Integer, sa.ForeignKey("outbox_event.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("channel", sa.String(16), nullable=False),  # "webhook" (email joins with the account lifecycle)
+    sa.Column("destination", sa.String(2048), nullable=False),  # the endpoint's URL
+    sa.Column("state", sa.String(16), nullable=False, server_default="pending"),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", UTCDateTime, nullable=False),
+    sa.Column("lease_until", UTCDateTime, nullable=True),  # a worker's claim on an attempt in flight
+    sa.Column("last_status", sa.Integer, nullable=True),
+    sa.Column("last_error", sa.String(500), nullable=True),
+    sa.Column("finished_at", UTCDateTime, nullable=True),  # delivered or failed: the retention sweep's clock
+    sa.CheckConstraint("state IN ('pending', 'delivered', 'failed')", name="state"),
+    sa.Index("ix_outbox_delivery_state_next_attempt_at", "state", "next_attempt_at"),
+    sa.Index("ix_outbox_delivery_event_id", "event_id"),
 )
