@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, ClassVar, NoReturn
 
 import asyncpg
@@ -140,15 +140,21 @@ class CheckedConnection(Connection):
 
 
 class ReferralDatabase(Database):
-    """`databases.Database` with the pooled SQLite backend (see `referral.db.sqlite`)."""
+    """`databases.Database` with the pooled SQLite backend (see `referral.db.sqlite`), and what the outbox
+    needs to record events in the data layer's transactions (`referral.outbox.record`): the webhook
+    destinations (none: no events are recorded) and the nudge called after recording one."""
 
     SUPPORTED_BACKENDS: ClassVar[dict[str, str]] = {
         **Database.SUPPORTED_BACKENDS,
         "sqlite": "referral.db.sqlite:PooledSQLiteBackend",
     }
 
-    def __init__(self, url: str, *, check_revision: bool = False, **options: Any) -> None:
+    def __init__(
+        self, url: str, *, check_revision: bool = False, webhook_endpoints: tuple[str, ...] = (), **options: Any
+    ) -> None:
         self.revision_check = RevisionCheck(self.read_revision) if check_revision else None
+        self.webhook_endpoints = webhook_endpoints
+        self.on_event_recorded: Callable[[], None] | None = None
         super().__init__(url, **options)
 
     async def read_revision(self) -> str | None:
@@ -255,7 +261,9 @@ def create_database(settings: Settings) -> ReferralDatabase:
         options = {"min_size": 0, "max_size": settings.db_pool_size, "command_timeout": 30, "reset": _keep_session}
         if settings.db_schema:
             options["server_settings"] = {"search_path": settings.db_schema}
-    return ReferralDatabase(settings.database_url, check_revision=True, **options)
+    return ReferralDatabase(
+        settings.database_url, check_revision=True, webhook_endpoints=settings.webhook_endpoints, **options
+    )
 
 
 async def revisions_at_start(settings: Settings) -> Revisions:

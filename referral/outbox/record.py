@@ -1,0 +1,63 @@
+"""Recording an event: the event row and one pending delivery per destination, in the caller's transaction.
+
+The data-layer function of a change calls `record_event` inside the service's transaction, so the event
+commits or rolls back with the change it reports. The destinations are the database's
+`webhook_endpoints` (set from WEBHOOK_URLS by `create_database`); with none, nothing is written.
+
+The nudge: after recording, `record_event` calls `db.on_event_recorded` when it is set (the delivery task
+of this worker sets it, to wake up at once instead of at its next poll). It may run before the commit:
+that is harmless, since delivery claims only committed rows and polls every second anyway.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from referral.db.database import ReferralDatabase
+from referral.db.tables import outbox_delivery, outbox_event
+
+WEBHOOK_CHANNEL = "webhook"
+
+
+def new_event_id() -> str:
+    """`msg_` and a random UUID: what receivers drop duplicates by, so never a row id a sweep could reuse."""
+    return f"msg_{uuid.uuid4()}"
+
+
+def iso_date(moment: datetime) -> str:
+    """A date as the API writes one (`referral.api.contract.code_json`): to the second, with its UTC offset."""
+    return moment.astimezone(UTC).isoformat(timespec="seconds")
+
+
+async def record_event(db: ReferralDatabase, event_type: str, data: dict[str, Any], *, now: datetime) -> None:
+    """Insert the event and its pending deliveries (call inside the transaction of the change it reports)."""
+    destinations = db.webhook_endpoints
+    if not destinations:
+        return
+    body = {"type": event_type, "timestamp": now.astimezone(UTC).isoformat(timespec="milliseconds"), "data": data}
+    event_row_id = await db.fetch_val(
+        outbox_event.insert()
+        .values(event_id=new_event_id(), type=event_type, payload=orjson.dumps(body).decode(), created_at=now)
+        .returning(outbox_event.c.id)
+    )
+    await db.execute(
+        outbox_delivery.insert().values(
+            [
+                {
+                    "event_id": event_row_id,
+                    "channel": WEBHOOK_CHANNEL,
+                    "destination": url,
+                    "state": "pending",
+                    "attempts": 0,
+                    "next_attempt_at": now,
+                }
+                for url in destinations
+            ]
+        )
+    )
+    if db.on_event_recorded is not None:
+        db.on_event_recorded()
