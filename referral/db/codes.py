@@ -16,6 +16,7 @@ from databases.interfaces import Record
 from referral.db.compiled import CompiledQuery
 from referral.db.database import ReferralDatabase, insert_ignoring_conflict
 from referral.db.tables import referral_code, user
+from referral.outbox.record import iso_date, record_event
 
 CODE_COLUMNS = (referral_code.c.id, referral_code.c.user_id, referral_code.c.code, referral_code.c.expires_at)
 
@@ -53,25 +54,44 @@ async def get_code_for_use(db: ReferralDatabase, code: str) -> Record | None:
     return await db.fetch_one(query)
 
 
+def code_event(user_id: int, code: str, expires_at: datetime) -> dict[str, Any]:
+    """The data of `code.issued` and `code.updated` (`max_uses` arrives with its issue: null until then)."""
+    return {"user_id": user_id, "code": code, "exp_date": iso_date(expires_at), "max_uses": None}
+
+
 async def insert_code(
     db: ReferralDatabase, *, user_id: int, code: str, expires_at: datetime, now: datetime
 ) -> int | None:
-    """The new code's id, or None when the code string was ever used before."""
+    """The new code's id, or None when the code string was ever used before. Records `code.issued`, so run
+    it in a transaction."""
     query = (
         insert_ignoring_conflict(db, referral_code, unique="code")
         .values(user_id=user_id, code=code, expires_at=expires_at, created_at=now)
         .returning(referral_code.c.id)
     )
-    return await db.fetch_val(query)
+    code_id = await db.fetch_val(query)
+    if code_id is not None:
+        await record_event(db, "code.issued", code_event(user_id, code, expires_at), now=now)
+    return code_id
 
 
-async def set_expiry(db: ReferralDatabase, code_id: int, expires_at: datetime) -> None:
-    await db.execute(referral_code.update().where(referral_code.c.id == code_id).values(expires_at=expires_at))
+async def set_expiry(db: ReferralDatabase, live: Mapping[str, Any], expires_at: datetime, *, now: datetime) -> None:
+    """Give the live code (a row of `get_live_code`) a new expiry; records `code.updated`."""
+    await db.execute(referral_code.update().where(referral_code.c.id == live["id"]).values(expires_at=expires_at))
+    await record_event(db, "code.updated", code_event(live["user_id"], live["code"], expires_at), now=now)
 
 
 async def retire_code(db: ReferralDatabase, code_id: int, *, now: datetime) -> None:
+    """Retire a code that expired or is being replaced: no event (the new code's `code.issued` says it)."""
     await db.execute(
         referral_code.update()
         .where(referral_code.c.id == code_id, referral_code.c.retired_at.is_(None))
         .values(retired_at=now)
     )
+
+
+async def delete_code(db: ReferralDatabase, live: Mapping[str, Any], *, now: datetime) -> None:
+    """Retire the live code (a row of `get_live_code`) at its owner's request; records `code.deleted`."""
+    await retire_code(db, live["id"], now=now)
+    data = {"user_id": live["user_id"], "code": live["code"], "exp_date": iso_date(live["expires_at"])}
+    await record_event(db, "code.deleted", data, now=now)

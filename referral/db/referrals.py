@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from referral.db.compiled import CompiledQuery
 from referral.db.database import ReferralDatabase, dialect_insert, insert_ignoring_conflict
 from referral.db.tables import referral, referral_code, referral_count
+from referral.outbox.record import record_event
 
 
 async def insert_referral(
@@ -19,17 +20,29 @@ async def insert_referral(
     email: str,
     mailbox: str,
     code_id: int,
+    code: str,
     referrer_id: int,
     user_id: int | None,
     now: datetime,
 ) -> int | None:
-    """The new referral's id, or None when the email or its mailbox is already a referral."""
+    """The new referral's id, or None when the email or its mailbox is already a referral. Records
+    `referral.registered` (`code`: the string of `code_id`), so run it in a transaction."""
     query = (
         insert_ignoring_conflict(db, referral)
         .values(email=email, mailbox=mailbox, code_id=code_id, referrer_id=referrer_id, user_id=user_id, created_at=now)
         .returning(referral.c.id)
     )
-    return await db.fetch_val(query)
+    referral_id = await db.fetch_val(query)
+    if referral_id is not None:
+        data = {
+            "referral_id": referral_id,
+            "email": email,
+            "user_id": user_id,
+            "referrer_id": referrer_id,
+            "code": code,
+        }
+        await record_event(db, "referral.registered", data, now=now)
+    return referral_id
 
 
 REFERRAL_PAGE = CompiledQuery(

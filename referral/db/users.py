@@ -9,16 +9,25 @@ from referral.clock import utcnow
 from referral.db.compiled import CompiledQuery
 from referral.db.database import ReferralDatabase, insert_ignoring_conflict
 from referral.db.tables import user
+from referral.outbox.record import record_event
 
 
-async def insert_user(db: ReferralDatabase, *, email: str, password_hash: str) -> int | None:
-    """The new user's id, or None when the email is taken."""
+async def insert_user(
+    db: ReferralDatabase, *, email: str, password_hash: str, referrer_id: int | None = None
+) -> int | None:
+    """The new user's id, or None when the email is taken. Records `user.registered` (`referrer_id`: the
+    owner of the code the user registered with), so run it in a transaction."""
+    now = utcnow()
     query = (
         insert_ignoring_conflict(db, user, unique="email")
-        .values(email=email, password_hash=password_hash, created_at=utcnow())
+        .values(email=email, password_hash=password_hash, created_at=now)
         .returning(user.c.id)
     )
-    return await db.fetch_val(query)
+    user_id = await db.fetch_val(query)
+    if user_id is not None:
+        data = {"user_id": user_id, "email": email, "referrer_id": referrer_id}
+        await record_event(db, "user.registered", data, now=now)
+    return user_id
 
 
 async def get_user_by_email(db: ReferralDatabase, email: str) -> Record | None:

@@ -61,7 +61,7 @@ class CodeService:
             live = await codes.get_live_code(self.db, user_id)
             active = live is not None and is_active(live["expires_at"], now=now)
             if active and (custom_code is None or custom_code == live["code"]):
-                await codes.set_expiry(self.db, live["id"], expires_at)
+                await codes.set_expiry(self.db, live, expires_at, now=now)
                 result, created = CodeInfo(user_id, live["code"], expires_at), False
             else:
                 if live is not None:
@@ -91,7 +91,7 @@ class CodeService:
             live = await codes.get_live_code(self.db, user_id)
             if live is None or not is_active(live["expires_at"], now=now):
                 raise NoActiveCode("You have no active referral code to delete.")
-            await codes.retire_code(self.db, live["id"], now=now)
+            await codes.delete_code(self.db, live, now=now)
         await self.cache.invalidate(owner["email"])
         return CodeInfo(user_id, live["code"], live["expires_at"])
 

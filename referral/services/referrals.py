@@ -61,7 +61,9 @@ class ReferralService:
                 raise SelfReferral()
             new_user_id = None
             if password_hash is not None:
-                new_user_id = await users.insert_user(self.db, email=email, password_hash=password_hash)
+                new_user_id = await users.insert_user(
+                    self.db, email=email, password_hash=password_hash, referrer_id=used["user_id"]
+                )
                 if new_user_id is None:
                     raise EmailTaken()
             referral_id = await referrals.insert_referral(
@@ -69,6 +71,7 @@ class ReferralService:
                 email=email,
                 mailbox=mailbox,
                 code_id=used["id"],
+                code=used["code"],
                 referrer_id=used["user_id"],
                 user_id=new_user_id,
                 now=now,

@@ -46,7 +46,8 @@ class UserService:
     async def register(self, *, email: str, password: str, client: str) -> int:
         check_new_password(password, email=email)
         password_hash = await self.hasher.hash(password, client=client)
-        user_id = await users.insert_user(self.db, email=email, password_hash=password_hash)
+        async with self.db.transaction():  # the user and its `user.registered` event
+            user_id = await users.insert_user(self.db, email=email, password_hash=password_hash)
         if user_id is None:
             raise EmailTaken()
         return user_id
