@@ -181,3 +181,10 @@ def test_no_event_is_recorded_without_webhook_urls(api: LiveClient, make: Factor
     make.referral(code, password=random_password())
     assert api.delete("/refer/delete", headers=owner.auth).status_code == 200
     assert (count(api, outbox_event), count(api, outbox_delivery)) == (0, 0)
+
+
+def test_recording_nudges_the_delivery_hook(hooked: LiveClient) -> None:
+    nudges: list[None] = []
+    hooked.app.ctx.db.on_event_recorded = lambda: nudges.append(None)
+    Factory(hooked).user()
+    assert len(nudges) == 1
