@@ -1,0 +1,287 @@
+"""Webhook delivery end to end, on both databases: a real receiver verifies every signature.
+
+Events are inserted here with SQLAlchemy Core (`add_event`), independent of the recording code, and the
+delivery loop of a live app sends them to `Receiver`, an HTTP server on 127.0.0.1 in a thread of its own
+that answers what the test plans (a status, a redirect, a hang, a closed connection).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import secrets
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from databases.interfaces import Record
+from standardwebhooks import Webhook
+from standardwebhooks.exceptions import WebhookVerificationError
+
+from referral.clock import utcnow
+from referral.config import Settings
+from referral.db.database import ReferralDatabase, create_database
+from referral.db.tables import outbox_delivery, outbox_event
+from tests.live import LiveClient
+
+SECRET = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+WAIT_SECONDS = 20.0  # generous: only a bound on a test that would otherwise hang, never a latency check
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    verified: bool
+
+
+class Receiver:
+    """A minimal HTTP/1.1 server: each request is recorded (with its signature checked) and answered by the
+    next item of `plan` (then `default`): an int status, "redirect" (302 to /elsewhere), "hang" (no answer
+    until the client gives up) or "close" (the connection closed unanswered)."""
+
+    def __init__(self, secret: str) -> None:
+        self.webhook = Webhook(secret)
+        self.plan: list[int | str] = []
+        self.default: int | str = 204
+        self.received: list[Received] = []
+        self.loop = asyncio.new_event_loop()
+        self.port = 0
+        ready = threading.Event()
+        self.thread = threading.Thread(target=self._serve, args=(ready,), daemon=True)
+        self.thread.start()
+        ready.wait(10)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    def _serve(self, ready: threading.Event) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.server = self.loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", 0))
+        self.port = self.server.sockets[0].getsockname()[1]
+        ready.set()
+        self.loop.run_forever()
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._shut(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+    async def _shut(self) -> None:
+        self.server.close()
+        tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                path = lines[0].split(" ")[1]
+                headers = {
+                    name.strip().lower(): value.strip()
+                    for name, _, value in (line.partition(":") for line in lines[1:] if line)
+                }
+                body = await reader.readexactly(int(headers.get("content-length", "0")))
+                try:
+                    self.webhook.verify(body, headers)
+                    verified = True
+                except WebhookVerificationError:
+                    verified = False
+                self.received.append(Received(path, headers, body, verified))
+                answer = self.plan.pop(0) if self.plan else self.default
+                if answer == "hang":
+                    await reader.read()  # until the client closes
+                    return
+                if answer == "close":
+                    return
+                if answer == "redirect":
+                    writer.write(b"HTTP/1.1 302 Found\r\nLocation: /elsewhere\r\nContent-Length: 0\r\n\r\n")
+                else:
+                    writer.write(f"HTTP/1.1 {answer} Answer\r\nContent-Length: 0\r\n\r\n".encode())
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return
+        finally:
+            writer.close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    server = Receiver(SECRET)
+    yield server
+    server.close()
+
+
+def webhook_settings(receiver: Receiver, **changes: Any) -> dict[str, Any]:
+    return {
+        "webhook_urls": receiver.url,
+        "webhook_secret": SECRET,
+        "webhook_allow_private": True,
+        "webhook_retry_schedule": "100ms,200ms,300ms",
+        "webhook_timeout": 1,
+        **changes,
+    }
+
+
+async def add_event(db: ReferralDatabase, destination: str, *, kind: str = "referral.registered") -> str:
+    """Insert an event and its webhook delivery, due now, as recording would: the event's id."""
+    event_id = f"msg_{uuid.uuid4()}"
+    now = utcnow()
+    payload = json.dumps({"type": kind, "timestamp": now.isoformat(), "data": {"id": 1, "email": "a@example.com"}})
+    async with db.transaction():
+        await db.execute(outbox_event.insert().values(event_id=event_id, type=kind, payload=payload, created_at=now))
+        row_id = await db.fetch_val(sa.select(outbox_event.c.id).where(outbox_event.c.event_id == event_id))
+        await db.execute(
+            outbox_delivery.insert().values(
+                event_id=row_id, channel="webhook", destination=destination, next_attempt_at=now
+            )
+        )
+    return event_id
+
+
+async def delivery_of(db: ReferralDatabase, event_id: str) -> Record:
+    query = (
+        sa.select(outbox_delivery, outbox_event.c.payload)
+        .join(outbox_event, outbox_event.c.id == outbox_delivery.c.event_id)
+        .where(outbox_event.c.event_id == event_id)
+    )
+    row = await db.fetch_one(query)
+    assert row is not None
+    return row
+
+
+async def wait_until(check: Callable[[], Any]) -> None:
+    """Poll `check` (sync or async) until it is true; fail after WAIT_SECONDS."""
+    async with asyncio.timeout(WAIT_SECONDS):
+        while True:
+            result = check()
+            if asyncio.iscoroutine(result):
+                result = await result
+            if result:
+                return
+            await asyncio.sleep(0.05)
+
+
+def wait_for_state(client: LiveClient, event_id: str, state: str) -> Record:
+    db = client.app.ctx.db
+
+    async def reached() -> bool:
+        return (await delivery_of(db, event_id)).state == state
+
+    client.run(wait_until(reached))
+    return client.run(delivery_of(db, event_id))
+
+
+def attempts_counted(client: LiveClient, result: str) -> float:
+    """referral_webhook_deliveries_total for `result`, as /metrics shows it (0 before the first)."""
+    prefix = f'referral_webhook_deliveries_total{{result="{result}"}} '
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith(prefix):
+            return float(line.removeprefix(prefix))
+    return 0.0
+
+
+def send(client: LiveClient, receiver: Receiver) -> str:
+    event_id = client.run(add_event(client.app.ctx.db, receiver.url))
+    assert client.app.ctx.deliveries is not None
+    client.app.ctx.deliveries.nudge()
+    return event_id
+
+
+def test_an_event_is_delivered_signed_with_its_stored_payload(serve_app: Any, receiver: Receiver) -> None:
+    client: LiveClient = serve_app(**webhook_settings(receiver))
+    delivered_before = attempts_counted(client, "delivered")
+    event_id = send(client, receiver)
+    row = wait_for_state(client, event_id, "delivered")
+    assert (row.attempts, row.last_status, row.lease_until) == (1, 204, None)
+    assert row.finished_at is not None
+    [got] = receiver.received
+    assert got.verified
+    assert got.path == "/hook"
+    assert got.headers["webhook-id"] == event_id
+    assert got.body.decode() == row.payload
+    assert got.headers["host"] == f"127.0.0.1:{receiver.port}"
+    assert attempts_counted(client, "delivered") == delivered_before + 1
+    metrics = client.get("/metrics").text
+    assert SECRET not in metrics
+    assert SECRET.removeprefix("whsec_") not in metrics
+
+
+def test_retries_then_success_keep_the_webhook_id(serve_app: Any, receiver: Receiver) -> None:
+    receiver.plan = [500, "close"]
+    client: LiveClient = serve_app(**webhook_settings(receiver))
+    event_id = send(client, receiver)
+    row = wait_for_state(client, event_id, "delivered")
+    assert row.attempts == 3
+    assert [got.headers["webhook-id"] for got in receiver.received] == [event_id] * 3
+    assert all(got.verified for got in receiver.received)
+
+
+def test_a_delivery_fails_after_the_last_retry(serve_app: Any, receiver: Receiver) -> None:
+    receiver.default = 500
+    client: LiveClient = serve_app(**webhook_settings(receiver))
+    failed_before, retried_before = attempts_counted(client, "failed"), attempts_counted(client, "retried")
+    event_id = send(client, receiver)
+    row = wait_for_state(client, event_id, "failed")
+    assert (row.attempts, row.last_status) == (4, 500)  # the first attempt and three retries
+    assert row.finished_at is not None
+    assert len(receiver.received) == 4
+    assert attempts_counted(client, "failed") == failed_before + 1
+    assert attempts_counted(client, "retried") == retried_before + 3
+
+
+def test_a_hanging_receiver_times_out_and_is_retried_while_the_api_answers(serve_app: Any, receiver: Receiver) -> None:
+    receiver.plan = ["hang"]
+    client: LiveClient = serve_app(**webhook_settings(receiver))
+    event_id = send(client, receiver)
+    client.run(wait_until(lambda: receiver.received))
+    assert client.get("/health").status_code == 200  # while the attempt is held open
+    row = wait_for_state(client, event_id, "delivered")
+    assert row.attempts == 2
+    assert len(receiver.received) == 2
+
+
+def test_redirects_are_not_followed(serve_app: Any, receiver: Receiver) -> None:
+    receiver.default = "redirect"
+    client: LiveClient = serve_app(**webhook_settings(receiver))
+    event_id = send(client, receiver)
+    row = wait_for_state(client, event_id, "failed")
+    assert row.last_status == 302
+    assert {got.path for got in receiver.received} == {"/hook"}
+
+
+def test_private_addresses_are_refused_by_default(serve_app: Any, receiver: Receiver) -> None:
+    client: LiveClient = serve_app(**webhook_settings(receiver, webhook_allow_private=False))
+    event_id = send(client, receiver)
+    row = wait_for_state(client, event_id, "failed")
+    assert "refused address" in row.last_error
+    assert row.last_status is None
+    assert receiver.received == []
+
+
+def test_deliveries_to_a_removed_endpoint_fail_at_start(serve_app: Any, receiver: Receiver, settings: Settings) -> None:
+    async def add_old() -> str:
+        db = create_database(settings)
+        await db.connect()
+        try:
+            return await add_event(db, "http://127.0.0.1:9/removed")
+        finally:
+            await db.disconnect()
+
+    old = asyncio.run(add_old())
+    client: LiveClient = serve_app(**webhook_settings(receiver))
+    row = wait_for_state(client, old, "failed")
+    assert (row.last_error, row.attempts) == ("endpoint removed", 0)
+    assert row.finished_at is not None
+    assert receiver.received == []
