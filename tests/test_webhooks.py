@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import json
 import secrets
 import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -27,6 +29,7 @@ from referral.clock import utcnow
 from referral.config import Settings
 from referral.db.database import ReferralDatabase, create_database
 from referral.db.tables import outbox_delivery, outbox_event
+from referral.outbox import commands
 from tests.live import LiveClient
 
 SECRET = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
@@ -134,19 +137,24 @@ def webhook_settings(receiver: Receiver, **changes: Any) -> dict[str, Any]:
     }
 
 
-async def add_event(db: ReferralDatabase, destination: str, *, kind: str = "referral.registered") -> str:
-    """Insert an event and its webhook delivery, due now, as recording would: the event's id."""
+async def add_event(
+    db: ReferralDatabase,
+    destination: str,
+    *,
+    kind: str = "referral.registered",
+    created_at: datetime | None = None,
+    **delivery: Any,
+) -> str:
+    """Insert an event and its webhook delivery (due now unless `delivery` says otherwise), as recording
+    would: the event's id."""
     event_id = f"msg_{uuid.uuid4()}"
-    now = utcnow()
+    now = created_at or utcnow()
     payload = json.dumps({"type": kind, "timestamp": now.isoformat(), "data": {"id": 1, "email": "a@example.com"}})
     async with db.transaction():
         await db.execute(outbox_event.insert().values(event_id=event_id, type=kind, payload=payload, created_at=now))
         row_id = await db.fetch_val(sa.select(outbox_event.c.id).where(outbox_event.c.event_id == event_id))
-        await db.execute(
-            outbox_delivery.insert().values(
-                event_id=row_id, channel="webhook", destination=destination, next_attempt_at=now
-            )
-        )
+        values = {"channel": "webhook", "destination": destination, "next_attempt_at": now, **delivery}
+        await db.execute(outbox_delivery.insert().values(event_id=row_id, **values))
     return event_id
 
 
@@ -285,3 +293,54 @@ def test_deliveries_to_a_removed_endpoint_fail_at_start(serve_app: Any, receiver
     assert (row.last_error, row.attempts) == ("endpoint removed", 0)
     assert row.finished_at is not None
     assert receiver.received == []
+
+
+def test_the_retention_sweep_deletes_only_events_finished_long_ago(serve_app: Any, receiver: Receiver) -> None:
+    client: LiveClient = serve_app(**webhook_settings(receiver, event_retention_days=3))
+    db = client.app.ctx.db
+    long_ago = utcnow() - timedelta(days=5)
+    later = utcnow() + timedelta(days=1)
+    old_done = client.run(add_event(db, receiver.url, created_at=long_ago, state="delivered", finished_at=long_ago))
+    old_failed = client.run(add_event(db, receiver.url, created_at=long_ago, state="failed", finished_at=long_ago))
+    old_pending = client.run(add_event(db, receiver.url, created_at=long_ago, next_attempt_at=later))
+    recent = client.run(add_event(db, receiver.url, created_at=long_ago, state="failed", finished_at=utcnow()))
+    assert client.app.ctx.deliveries is not None
+    client.run(client.app.ctx.deliveries.sweep())  # the loop's sweep at start may have taken some already
+    left = client.run(db.fetch_all(sa.select(outbox_event.c.event_id)))
+    assert {row.event_id for row in left} == {old_pending, recent}
+    assert old_done not in {row.event_id for row in left}
+    assert old_failed not in {row.event_id for row in left}
+    remaining = client.run(db.fetch_val(sa.select(sa.func.count()).select_from(outbox_delivery)))
+    assert remaining == 2
+
+
+def test_status_retry_and_ping_commands(receiver: Receiver, settings: Settings) -> None:
+    webhooks = settings.with_overrides(**webhook_settings(receiver))
+
+    async def scenario() -> tuple[str, str, int, str, str]:
+        db = create_database(webhooks)
+        await db.connect()
+        try:
+            failed = await add_event(db, receiver.url, state="failed", attempts=4, finished_at=utcnow())
+            await add_event(db, receiver.url, next_attempt_at=utcnow() + timedelta(days=1))
+            before, queued, pinged, after = io.StringIO(), io.StringIO(), io.StringIO(), io.StringIO()
+            await commands.run("status", webhooks, before)
+            await commands.run("retry", webhooks, queued)
+            status = await commands.run("ping", webhooks, pinged)
+            await commands.run("status", webhooks, after)
+            row = await delivery_of(db, failed)
+            assert (row.state, row.attempts, row.finished_at) == ("pending", 0, None)
+            return before.getvalue(), queued.getvalue(), status, pinged.getvalue(), after.getvalue()
+        finally:
+            await db.disconnect()
+
+    before, queued, status, pinged, after = asyncio.run(scenario())
+    assert f"{receiver.url}  pending 1  delivered 0  failed 1" in before
+    assert queued.startswith("1 failed deliveries queued again")
+    assert status == 0
+    assert f"{receiver.url}  ok  status 204" in pinged
+    [ping] = receiver.received
+    assert ping.verified
+    assert json.loads(ping.body)["type"] == "webhook.ping"
+    assert f"{receiver.url}  pending 2  delivered 0  failed 0" in after
+    assert SECRET.removeprefix("whsec_") not in before + queued + pinged + after

@@ -42,6 +42,9 @@ LEASE_MARGIN = 10.0  # seconds a lease outlives WEBHOOK_TIMEOUT: recording the o
 JITTER = 0.2  # each retry delay is scaled by a random factor in [1 - JITTER, 1 + JITTER]
 GAUGE_SECONDS = 5.0  # how often the outbox gauges are read from the database
 ENDPOINT_REMOVED = "endpoint removed"
+SWEEP_SECONDS = 3600.0  # the retention sweep runs at start and then at least hourly
+SWEEP_BATCH = 500  # events deleted per transaction: a short write, even on SQLite's single writer
+SWEEP_BATCHES = 20  # batches per pass; a pass that found more sweeps again at the next poll
 
 
 class Channel(Protocol):
@@ -80,6 +83,7 @@ class Deliveries:
         self._in_flight: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
         self._gauges_read = 0.0
+        self._sweep_at = 0.0  # monotonic time of the next retention sweep
 
     @classmethod
     def for_settings(cls, db: ReferralDatabase, settings: Settings) -> Deliveries | None:
@@ -128,6 +132,8 @@ class Deliveries:
             self._wake.clear()
             try:
                 await self._read_gauges()
+                if time.monotonic() >= self._sweep_at:
+                    await self.sweep()
                 free = self.concurrency - len(self._in_flight)
                 if free > 0:
                     for attempt, channel in await self.claim(free):
@@ -220,6 +226,34 @@ class Deliveries:
         async with self.db.transaction():
             await self.db.execute(query)
         metrics.webhook_delivery(result)
+
+    async def sweep(self) -> int:
+        """Delete the events older than EVENT_RETENTION_DAYS whose deliveries all finished that long ago,
+        a bounded batch per transaction: how many were deleted. Sweeps again soon when more are left."""
+        cutoff = utcnow() - timedelta(days=self.settings.event_retention_days)
+        d, e = outbox_delivery.c, outbox_event.c
+        unfinished = sa.exists().where(
+            d.event_id == e.id, sa.or_(d.state == "pending", d.finished_at.is_(None), d.finished_at >= cutoff)
+        )
+        expired = sa.select(e.id).where(e.created_at < cutoff, ~unfinished).order_by(e.id).limit(SWEEP_BATCH)
+        deleted = 0
+        for _ in range(SWEEP_BATCHES):
+            async with self.db.transaction():
+                ids = [row.id for row in await self.db.fetch_all(expired)]
+                if ids:
+                    # Deliveries first: SQLite enforces no ON DELETE CASCADE without its foreign_keys pragma.
+                    await self.db.execute(outbox_delivery.delete().where(d.event_id.in_(ids)))
+                    await self.db.execute(outbox_event.delete().where(e.id.in_(ids)))
+            deleted += len(ids)
+            if len(ids) < SWEEP_BATCH:
+                self._sweep_at = time.monotonic() + SWEEP_SECONDS
+                break
+            await asyncio.sleep(0)  # let the attempts' results in between batches
+        else:
+            self._sweep_at = time.monotonic() + POLL_SECONDS
+        if deleted:
+            log.info("outbox: %d events older than %d days deleted", deleted, self.settings.event_retention_days)
+        return deleted
 
     async def _read_gauges(self) -> None:
         """referral_outbox_pending and referral_outbox_oldest_pending_seconds, at most every GAUGE_SECONDS."""
