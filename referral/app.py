@@ -134,6 +134,9 @@ async def _start_deliveries(app: ReferralApp) -> None:
     deliveries = Deliveries.for_settings(app.ctx.db, app.ctx.settings)
     if deliveries is not None:
         app.ctx.deliveries = deliveries
+        # Recording (`referral.outbox.record`) calls the database's hook after it writes an event: the loop
+        # wakes at once instead of at its next poll.
+        app.ctx.db.on_event_recorded = deliveries.nudge
         deliveries.start()
 
 
@@ -141,4 +144,5 @@ async def _stop_deliveries(app: ReferralApp) -> None:
     """Attempts in flight may finish within the graceful-shutdown time; what is left stays pending."""
     deliveries, app.ctx.deliveries = app.ctx.deliveries, None
     if deliveries is not None:
+        app.ctx.db.on_event_recorded = None
         await deliveries.stop(grace=float(app.config.GRACEFUL_SHUTDOWN_TIMEOUT))
