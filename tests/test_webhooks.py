@@ -47,7 +47,7 @@ class Received:
 class Receiver:
     """A minimal HTTP/1.1 server: each request is recorded (with its signature checked) and answered by the
     next item of `plan` (then `default`): an int status, "redirect" (302 to /elsewhere), "hang" (no answer
-    until the client gives up) or "close" (the connection closed unanswered)."""
+    until the client gives up), "slow" (204 after half a second) or "close" (the connection closed unanswered)."""
 
     def __init__(self, secret: str) -> None:
         self.webhook = Webhook(secret)
@@ -108,6 +108,9 @@ class Receiver:
                     return
                 if answer == "close":
                     return
+                if answer == "slow":
+                    await asyncio.sleep(0.5)
+                    answer = 204
                 if answer == "redirect":
                     writer.write(b"HTTP/1.1 302 Found\r\nLocation: /elsewhere\r\nContent-Length: 0\r\n\r\n")
                 else:
@@ -344,3 +347,60 @@ def test_status_retry_and_ping_commands(receiver: Receiver, settings: Settings) 
     assert json.loads(ping.body)["type"] == "webhook.ping"
     assert f"{receiver.url}  pending 2  delivered 0  failed 0" in after
     assert SECRET.removeprefix("whsec_") not in before + queued + pinged + after
+
+
+def test_an_expired_lease_is_claimed_again_and_a_live_one_is_not(serve_app: Any, receiver: Receiver) -> None:
+    client: LiveClient = serve_app(**webhook_settings(receiver))
+    db = client.app.ctx.db
+    now = utcnow()
+    # A worker killed mid-attempt leaves its lease: once it expires, another worker (or this one) retries.
+    expired = client.run(add_event(db, receiver.url, lease_until=now - timedelta(seconds=1)))
+    held = client.run(add_event(db, receiver.url, lease_until=now + timedelta(days=1)))
+    assert wait_for_state(client, expired, "delivered").attempts == 1
+    client.run(asyncio.sleep(1.5))  # more than a poll: the loop has looked at the held one too
+    assert client.run(delivery_of(db, held)).state == "pending"
+    assert {got.headers["webhook-id"] for got in receiver.received} == {expired}
+
+
+def test_the_outbox_gauges_count_pending_deliveries(serve_app: Any, receiver: Receiver) -> None:
+    client: LiveClient = serve_app(**webhook_settings(receiver))
+    db = client.app.ctx.db
+    an_hour_ago = utcnow() - timedelta(hours=1)
+    later = utcnow() + timedelta(days=1)
+    for _ in range(2):
+        client.run(add_event(db, receiver.url, created_at=an_hour_ago, next_attempt_at=later))
+    assert client.app.ctx.deliveries is not None
+    client.run(client.app.ctx.deliveries.read_gauges())
+    samples = {
+        line.split(" ")[0]: float(line.split(" ")[1])
+        for line in client.get("/metrics").text.splitlines()
+        if line.startswith("referral_outbox_")
+    }
+    assert samples["referral_outbox_pending"] == 2
+    assert samples["referral_outbox_oldest_pending_seconds"] >= 3600
+
+
+def test_stopping_lets_an_attempt_in_flight_finish_and_leaves_the_rest_pending(
+    serve_app: Any, receiver: Receiver
+) -> None:
+    receiver.plan = ["hang"]
+    client: LiveClient = serve_app(**webhook_settings(receiver, webhook_timeout=30))
+    event_id = send(client, receiver)
+    client.run(wait_until(lambda: receiver.received))
+    deliveries = client.app.ctx.deliveries
+    assert deliveries is not None
+    client.run(deliveries.stop(grace=0.2))  # the attempt hangs past the grace: cancelled
+    row = client.run(delivery_of(client.app.ctx.db, event_id))
+    assert (row.state, row.attempts) == ("pending", 0)
+    assert row.lease_until is not None  # leased until it expires: then any worker retries it
+
+
+def test_stopping_waits_for_an_attempt_in_flight_within_the_grace(serve_app: Any, receiver: Receiver) -> None:
+    receiver.plan = ["slow"]
+    client: LiveClient = serve_app(**webhook_settings(receiver))
+    event_id = send(client, receiver)
+    client.run(wait_until(lambda: receiver.received))
+    deliveries = client.app.ctx.deliveries
+    assert deliveries is not None
+    client.run(deliveries.stop(grace=WAIT_SECONDS))
+    assert client.run(delivery_of(client.app.ctx.db, event_id)).state == "delivered"

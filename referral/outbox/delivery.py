@@ -131,7 +131,8 @@ class Deliveries:
         while not self._stopping:
             self._wake.clear()
             try:
-                await self._read_gauges()
+                if time.monotonic() - self._gauges_read >= GAUGE_SECONDS:
+                    await self.read_gauges()
                 if time.monotonic() >= self._sweep_at:
                     await self.sweep()
                 free = self.concurrency - len(self._in_flight)
@@ -255,10 +256,9 @@ class Deliveries:
             log.info("outbox: %d events older than %d days deleted", deleted, self.settings.event_retention_days)
         return deleted
 
-    async def _read_gauges(self) -> None:
-        """referral_outbox_pending and referral_outbox_oldest_pending_seconds, at most every GAUGE_SECONDS."""
-        if time.monotonic() - self._gauges_read < GAUGE_SECONDS:
-            return
+    async def read_gauges(self) -> None:
+        """referral_outbox_pending and referral_outbox_oldest_pending_seconds from the database (the loop
+        calls it every GAUGE_SECONDS: one aggregate query, not one per scrape)."""
         self._gauges_read = time.monotonic()
         d = outbox_delivery.c
         query = (
