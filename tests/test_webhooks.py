@@ -239,7 +239,9 @@ def test_retries_then_success_keep_the_webhook_id(serve_app: Any, receiver: Rece
     assert all(got.verified for got in receiver.received)
 
 
-def test_a_delivery_fails_after_the_last_retry(serve_app: Any, receiver: Receiver) -> None:
+def test_a_delivery_fails_after_the_last_retry(
+    serve_app: Any, receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
     receiver.default = 500
     client: LiveClient = serve_app(**webhook_settings(receiver))
     failed_before, retried_before = attempts_counted(client, "failed"), attempts_counted(client, "retried")
@@ -250,6 +252,10 @@ def test_a_delivery_fails_after_the_last_retry(serve_app: Any, receiver: Receive
     assert len(receiver.received) == 4
     assert attempts_counted(client, "failed") == failed_before + 1
     assert attempts_counted(client, "retried") == retried_before + 3
+    failures = [record.getMessage() for record in caplog.records if record.name == "referral.outbox"]
+    assert len(failures) == 4  # a line per failed attempt: event id, endpoint host, status
+    assert all(event_id in line and "127.0.0.1" in line and "status 500" in line for line in failures)
+    assert not any(SECRET.removeprefix("whsec_") in record.getMessage() for record in caplog.records)
 
 
 def test_a_hanging_receiver_times_out_and_is_retried_while_the_api_answers(serve_app: Any, receiver: Receiver) -> None:
