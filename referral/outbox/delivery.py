@@ -8,7 +8,8 @@ worker killed mid-attempt leaves its rows to another worker, or to the next star
 
 The loop polls at least every POLL_SECONDS (the guaranteed path: other workers' and instances' events)
 and wakes at once on `nudge()` (the worker that recorded an event calls it after the commit). At most
-WEBHOOK_CONCURRENCY attempts are in flight: only that many rows are claimed. Stopping lets attempts in
+WEBHOOK_CONCURRENCY attempts are in flight: only that many rows are claimed. Outcomes are written in
+batches (`record_outcomes`). Stopping lets attempts in
 flight finish within the graceful-shutdown time, then cancels them: their rows stay pending, leased
 until the lease runs out.
 """
@@ -84,6 +85,8 @@ class Deliveries:
         self._loop_task: asyncio.Task[None] | None = None
         self._gauges_read = 0.0
         self._sweep_at = 0.0  # monotonic time of the next retention sweep
+        self._outcomes: list[tuple[Attempt, Outcome, datetime]] = []  # attempts ended, not yet recorded
+        self._recording = asyncio.Lock()
 
     @classmethod
     def for_settings(cls, db: ReferralDatabase, settings: Settings) -> Deliveries | None:
@@ -143,6 +146,8 @@ class Deliveries:
                         task.add_done_callback(self._in_flight.discard)
             except DatabaseUnavailable:
                 log.warning("outbox: the database does not answer; delivery waits")
+            except Exception:  # a bug must not end delivery for the worker's lifetime: logged, tried again
+                log.exception("outbox: the delivery loop failed; it goes on at the next poll")
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(POLL_SECONDS):
                     await self._wake.wait()
@@ -175,6 +180,9 @@ class Deliveries:
             .limit(limit)
             .with_for_update(of=outbox_delivery, skip_locked=True)  # SQLite renders none: BEGIN IMMEDIATE
         )
+        # A plain read first: most polls find nothing due, and then take no write lock (SQLite's is the API's too).
+        if not await self.db.fetch_val(sa.select(sa.exists().where(due(now), d.channel.in_(list(self.channels))))):
+            return []
         async with self.db.transaction():
             rows = await self.db.fetch_all(select)
             if not rows:
@@ -191,29 +199,47 @@ class Deliveries:
 
     async def _attempt(self, channel: Channel, attempt: Attempt) -> None:
         outcome = await channel.send(attempt)
+        self._outcomes.append((attempt, outcome, utcnow()))
         try:
-            await self.record(attempt, outcome)
-        except DatabaseUnavailable:
-            log.warning("outbox: could not record the outcome of %s; its lease will expire", attempt.event_id)
+            await self.record_outcomes()
         finally:
             self._wake.set()  # a slot is free
 
-    async def record(self, attempt: Attempt, outcome: Outcome) -> None:
-        """Write the outcome: delivered, a retry after the next delay, or failed after the last one."""
-        now = utcnow()
+    async def record_outcomes(self) -> None:
+        """Write the outcomes waiting, all in one transaction (SQLite has one writer: one lock per batch,
+        not per attempt). Outcomes that arrive while a batch is written wait for the next one, so under
+        load the batches grow by themselves; with none in flight each is written at once."""
+        async with self._recording:
+            batch, self._outcomes = self._outcomes, []
+            if not batch:
+                return
+            updates = [self._outcome_update(attempt, outcome, ended) for attempt, outcome, ended in batch]
+            try:
+                async with self.db.transaction():
+                    for query, _ in updates:
+                        await self.db.execute(query)
+            except DatabaseUnavailable:
+                log.warning("outbox: could not record %d outcomes; their leases will expire", len(batch))
+                return
+        for _, result in updates:
+            metrics.webhook_delivery(result)
+
+    def _outcome_update(self, attempt: Attempt, outcome: Outcome, ended: datetime) -> tuple[sa.Update, str]:
+        """The row's update for an outcome (delivered, a retry counted from the attempt's end, or failed
+        after the last delay) and its metric's result; logs a failed attempt."""
         made = attempt.attempts + 1
         values: dict[str, object] = {"attempts": made, "lease_until": None, "last_status": outcome.status}
         if outcome.delivered:
-            values |= {"state": "delivered", "finished_at": now, "last_error": None}
+            values |= {"state": "delivered", "finished_at": ended, "last_error": None}
             result = "delivered"
         else:
             values["last_error"] = outcome.error
             delay = next_delay(self.settings.retry_delays, made)
             if delay is None:
-                values |= {"state": "failed", "finished_at": now}
+                values |= {"state": "failed", "finished_at": ended}
                 result = "failed"
             else:
-                values["next_attempt_at"] = now + timedelta(seconds=delay)
+                values["next_attempt_at"] = ended + timedelta(seconds=delay)
                 result = "retried"
             log.warning(
                 "webhook attempt failed: event %s, endpoint %s, %s, attempt %d, %s",
@@ -224,9 +250,7 @@ class Deliveries:
                 "giving up" if result == "failed" else "will retry",
             )
         query = outbox_delivery.update().where(outbox_delivery.c.id == attempt.delivery_id).values(**values)
-        async with self.db.transaction():
-            await self.db.execute(query)
-        metrics.webhook_delivery(result)
+        return query, result
 
     async def sweep(self) -> int:
         """Delete the events older than EVENT_RETENTION_DAYS whose deliveries all finished that long ago,
