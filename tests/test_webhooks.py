@@ -11,12 +11,16 @@ import asyncio
 import base64
 import io
 import json
+import os
 import secrets
+import signal
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,6 +35,7 @@ from referral.db.database import ReferralDatabase, create_database
 from referral.db.tables import outbox_delivery, outbox_event
 from referral.outbox import commands
 from tests.live import LiveClient
+from tests.support import running_server, server_env
 
 SECRET = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 WAIT_SECONDS = 20.0  # generous: only a bound on a test that would otherwise hang, never a latency check
@@ -410,3 +415,73 @@ def test_stopping_waits_for_an_attempt_in_flight_within_the_grace(serve_app: Any
     assert deliveries is not None
     client.run(deliveries.stop(grace=WAIT_SECONDS))
     assert client.run(delivery_of(client.app.ctx.db, event_id)).state == "delivered"
+
+
+def test_a_receiver_down_for_a_while_then_up_gets_the_backlog(serve_app: Any, receiver: Receiver) -> None:
+    receiver.default = 503
+    client: LiveClient = serve_app(**webhook_settings(receiver, webhook_retry_schedule="300ms,1s,2s,5s"))
+    db = client.app.ctx.db
+    events = [client.run(add_event(db, receiver.url)) for _ in range(12)]
+
+    async def all_tried() -> bool:
+        return all([(await delivery_of(db, event_id)).attempts >= 1 for event_id in events])
+
+    client.run(wait_until(all_tried))
+    receiver.default = 204
+    for event_id in events:
+        wait_for_state(client, event_id, "delivered")
+    assert all(got.verified for got in receiver.received)
+
+
+def test_an_attempt_cut_by_kill_9_is_made_again_after_a_restart(
+    receiver: Receiver, settings: Settings, tmp_path: Path
+) -> None:
+    """The service dies (SIGKILL) while the receiver holds an attempt open; once restarted, the lease runs
+    out (WEBHOOK_TIMEOUT + 10 s) and the event arrives, with the same webhook-id."""
+    receiver.plan = ["hang"]
+    webhooks = settings.with_overrides(**webhook_settings(receiver))
+
+    async def insert() -> str:
+        db = create_database(webhooks)
+        await db.connect()
+        try:
+            return await add_event(db, receiver.url)
+        finally:
+            await db.disconnect()
+
+    async def state_of(event_id: str) -> str:
+        db = create_database(webhooks)
+        await db.connect()
+        try:
+            return (await delivery_of(db, event_id)).state
+        finally:
+            await db.disconnect()
+
+    env = server_env(
+        DATABASE_URL=settings.database_url,
+        DB_SCHEMA=settings.db_schema,
+        WORKERS="1",
+        RATE_LIMIT="off",
+        WEBHOOK_URLS=receiver.url,
+        WEBHOOK_SECRET=SECRET,
+        WEBHOOK_ALLOW_PRIVATE="on",
+        WEBHOOK_TIMEOUT="1",
+        WEBHOOK_RETRY_SCHEDULE="100ms,200ms,300ms",
+    )
+    event_id = asyncio.run(insert())
+    with running_server(env, cwd=tmp_path, log=tmp_path / "first.log") as (_, process):
+        deadline = time.monotonic() + WAIT_SECONDS
+        while not receiver.received and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert receiver.received, (tmp_path / "first.log").read_text()
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    assert asyncio.run(state_of(event_id)) == "pending"
+    with running_server(env, cwd=tmp_path, log=tmp_path / "second.log"):
+        deadline = time.monotonic() + 30  # the lease: WEBHOOK_TIMEOUT + 10 s from the first claim
+        while asyncio.run(state_of(event_id)) != "delivered":
+            assert time.monotonic() < deadline, (tmp_path / "second.log").read_text()
+            time.sleep(0.2)
+    assert len(receiver.received) >= 2
+    assert {got.headers["webhook-id"] for got in receiver.received} == {event_id}
+    assert all(got.verified for got in receiver.received)
