@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import ipaddress
 import json
 import os
 import secrets
@@ -34,6 +35,8 @@ from referral.config import Settings
 from referral.db.database import ReferralDatabase, create_database
 from referral.db.tables import outbox_delivery, outbox_event
 from referral.outbox import commands
+from referral.outbox.delivery import Deliveries
+from referral.outbox.webhooks import Attempt, Outcome, is_forbidden
 from tests.live import LiveClient
 from tests.support import running_server, server_env
 
@@ -485,3 +488,61 @@ def test_an_attempt_cut_by_kill_9_is_made_again_after_a_restart(
     assert len(receiver.received) >= 2
     assert {got.headers["webhook-id"] for got in receiver.received} == {event_id}
     assert all(got.verified for got in receiver.received)
+
+
+class Idle:
+    """A channel that is never asked to send: the claiming tests only lease rows."""
+
+    name = "webhook"
+
+    async def send(self, attempt: Attempt) -> Outcome:
+        raise AssertionError("not sent in this test")
+
+    async def close(self) -> None:
+        return None
+
+
+def test_two_claimers_at_once_lease_each_delivery_once(receiver: Receiver, settings: Settings) -> None:
+    webhooks = settings.with_overrides(**webhook_settings(receiver))
+
+    async def scenario() -> tuple[list[int], list[int], int]:
+        db = create_database(webhooks)
+        await db.connect()
+        try:
+            for _ in range(20):
+                await add_event(db, receiver.url)
+            first, second = Deliveries(db, webhooks, {"webhook": Idle()}), Deliveries(db, webhooks, {"webhook": Idle()})
+            one, other = await asyncio.gather(first.claim(15), second.claim(15))
+            leased = await db.fetch_val(
+                sa.select(sa.func.count())
+                .select_from(outbox_delivery)
+                .where(outbox_delivery.c.lease_until.is_not(None))
+            )
+            return [a.delivery_id for a, _ in one], [a.delivery_id for a, _ in other], leased
+        finally:
+            await db.disconnect()
+
+    one, other, leased = asyncio.run(scenario())
+    assert set(one).isdisjoint(other)
+    assert len(one) + len(other) == leased == 20
+
+
+@pytest.mark.parametrize(
+    ("address", "forbidden"),
+    [
+        ("127.0.0.1", True),
+        ("10.1.2.3", True),
+        ("192.168.0.1", True),
+        ("172.16.0.1", True),
+        ("169.254.169.254", True),  # cloud metadata: link-local
+        ("0.0.0.0", True),  # noqa: S104 (an address under test, not one bound)
+        ("::1", True),
+        ("fe80::1", True),
+        ("fc00::1", True),
+        ("::ffff:127.0.0.1", True),  # IPv4-mapped loopback
+        ("93.184.216.34", False),
+        ("2606:2800:220:1:248:1893:25c8:1946", False),
+    ],
+)
+def test_forbidden_addresses(address: str, forbidden: bool) -> None:
+    assert is_forbidden(ipaddress.ip_address(address)) is forbidden
