@@ -14,7 +14,10 @@ import ipaddress
 import json
 import os
 import secrets
+import shutil
 import signal
+import ssl
+import subprocess
 import threading
 import time
 import uuid
@@ -36,7 +39,7 @@ from referral.db.database import ReferralDatabase, create_database
 from referral.db.tables import outbox_delivery, outbox_event
 from referral.outbox import commands
 from referral.outbox.delivery import Deliveries
-from referral.outbox.webhooks import Attempt, Outcome, is_forbidden
+from referral.outbox.webhooks import Attempt, Outcome, WebhookChannel, is_forbidden
 from tests.live import LiveClient
 from tests.support import running_server, server_env
 
@@ -57,8 +60,9 @@ class Receiver:
     next item of `plan` (then `default`): an int status, "redirect" (302 to /elsewhere), "hang" (no answer
     until the client gives up), "slow" (204 after half a second) or "close" (the connection closed unanswered)."""
 
-    def __init__(self, secret: str) -> None:
+    def __init__(self, secret: str, tls: ssl.SSLContext | None = None) -> None:
         self.webhook = Webhook(secret)
+        self.tls = tls
         self.plan: list[int | str] = []
         self.default: int | str = 204
         self.received: list[Received] = []
@@ -75,7 +79,7 @@ class Receiver:
 
     def _serve(self, ready: threading.Event) -> None:
         asyncio.set_event_loop(self.loop)
-        self.server = self.loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", 0))
+        self.server = self.loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", 0, ssl=self.tls))
         self.port = self.server.sockets[0].getsockname()[1]
         ready.set()
         self.loop.run_forever()
@@ -546,3 +550,53 @@ def test_two_claimers_at_once_lease_each_delivery_once(receiver: Receiver, setti
 )
 def test_forbidden_addresses(address: str, forbidden: bool) -> None:
     assert is_forbidden(ipaddress.ip_address(address)) is forbidden
+
+
+def self_signed(directory: Path, name: str) -> tuple[Path, Path]:
+    """A certificate for `name` and its key, made with the openssl command: (certificate, key)."""
+    certificate, key = directory / f"{name}.pem", directory / f"{name}.key"
+    subject = ["-subj", f"/CN={name}", "-addext", f"subjectAltName=DNS:{name}"]
+    files = ["-keyout", str(key), "-out", str(certificate)]
+    openssl = shutil.which("openssl")
+    assert openssl is not None
+    subprocess.run(  # noqa: S603 (fixed arguments)
+        [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", *subject, *files],
+        check=True,
+        capture_output=True,
+    )
+    return certificate, key
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="no openssl command to make a certificate")
+@pytest.mark.parametrize(("certified", "delivered"), [("localhost", True), ("elsewhere.test", False)])
+def test_https_goes_to_the_checked_address_and_checks_the_certificate_against_the_name(
+    tmp_path: Path, certified: str, delivered: bool
+) -> None:
+    """The request is sent to the resolved IP; TLS still gets the endpoint's name (SNI) and checks the
+    certificate against it, not against the IP."""
+    certificate, key = self_signed(tmp_path, certified)
+    server_side = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_side.load_cert_chain(certificate, key)
+    receiver = Receiver(SECRET, tls=server_side)
+    try:
+        url = f"https://localhost:{receiver.port}/hook"
+
+        async def send_once() -> Outcome:
+            channel = WebhookChannel(
+                SECRET, timeout=5, allow_private=True, verify=ssl.create_default_context(cafile=certificate)
+            )
+            try:
+                return await channel.send(Attempt(1, "msg_test", '{"type":"t"}', url, 0))
+            finally:
+                await channel.close()
+
+        outcome = asyncio.run(send_once())
+    finally:
+        receiver.close()
+    assert outcome.delivered is delivered, outcome
+    if delivered:
+        [got] = receiver.received
+        assert got.verified
+        assert got.headers["host"] == f"localhost:{receiver.port}"
+    else:
+        assert "certificate" in (outcome.error or "").lower()

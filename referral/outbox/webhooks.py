@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+import ssl
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -95,7 +96,10 @@ class WebhookChannel:
 
     name = "webhook"
 
-    def __init__(self, secret: str, *, timeout: float, allow_private: bool) -> None:
+    def __init__(
+        self, secret: str, *, timeout: float, allow_private: bool, verify: ssl.SSLContext | bool = True
+    ) -> None:
+        """`verify`: how https endpoints' certificates are checked (certifi's CAs by default; tests give theirs)."""
         self._signer = Webhook(secret)
         self.timeout = timeout
         self.allow_private = allow_private
@@ -103,6 +107,7 @@ class WebhookChannel:
             follow_redirects=False,
             timeout=timeout,
             trust_env=False,
+            verify=verify,
             headers={"user-agent": USER_AGENT},
         )
 
