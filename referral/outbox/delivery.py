@@ -87,6 +87,7 @@ class Deliveries:
         self._sweep_at = 0.0  # monotonic time of the next retention sweep
         self._outcomes: list[tuple[Attempt, Outcome, datetime]] = []  # attempts ended, not yet recorded
         self._recording = asyncio.Lock()
+        self._database_down = False
 
     @classmethod
     def for_settings(cls, db: ReferralDatabase, settings: Settings) -> Deliveries | None:
@@ -131,6 +132,9 @@ class Deliveries:
                 break
             except DatabaseUnavailable:
                 await asyncio.sleep(POLL_SECONDS)
+            except Exception:  # a database not yet migrated, a bug: delivery must not end for good
+                log.exception("outbox: could not retire removed endpoints; trying again")
+                await asyncio.sleep(POLL_SECONDS)
         while not self._stopping:
             self._wake.clear()
             try:
@@ -144,8 +148,11 @@ class Deliveries:
                         task = asyncio.create_task(self._attempt(channel, attempt), name="outbox-attempt")
                         self._in_flight.add(task)
                         task.add_done_callback(self._in_flight.discard)
+                self._database_down = False
             except DatabaseUnavailable:
-                log.warning("outbox: the database does not answer; delivery waits")
+                if not self._database_down:  # once per outage, not once per poll
+                    log.warning("outbox: the database does not answer; delivery waits")
+                self._database_down = True
             except Exception:  # a bug must not end delivery for the worker's lifetime: logged, tried again
                 log.exception("outbox: the delivery loop failed; it goes on at the next poll")
             with contextlib.suppress(TimeoutError):
