@@ -13,6 +13,7 @@ import io
 import ipaddress
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -600,3 +601,18 @@ def test_https_goes_to_the_checked_address_and_checks_the_certificate_against_th
         assert got.headers["host"] == f"localhost:{receiver.port}"
     else:
         assert "certificate" in (outcome.error or "").lower()
+
+
+def test_the_documented_receiver_verifies_a_delivery_and_refuses_a_forgery() -> None:
+    """docs/webhooks.md's Python block, run as written with the test's secret."""
+    text = (Path(__file__).resolve().parent.parent / "docs" / "webhooks.md").read_text()
+    [block] = re.findall(r"```python\n(.*?)```", text, re.S)
+    namespace: dict[str, Any] = {}
+    exec(block.replace('"whsec_..."', repr(SECRET)), namespace)  # noqa: S102 (our own documentation)
+    channel = WebhookChannel(SECRET, timeout=1, allow_private=False)
+    body = '{"type":"webhook.ping","timestamp":"2026-12-07T00:00:00+00:00","data":{}}'
+    headers = channel.signed_headers("msg_doc", body, utcnow())
+    assert namespace["receive"](body.encode(), headers)["type"] == "webhook.ping"
+    with pytest.raises(PermissionError):
+        namespace["receive"](body.replace("ping", "pong").encode(), headers)
+    asyncio.run(channel.close())
