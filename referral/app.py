@@ -18,6 +18,7 @@ from referral.cache import CodeCache
 from referral.config import Settings, load_settings, warn_if_insecure
 from referral.db.database import ReferralDatabase, create_database
 from referral.lifecycle import ignore_stop_signals, in_worker_process, preflight, stop_once, supervise_workers
+from referral.outbox.delivery import Deliveries
 from referral.ratelimit import RateLimits
 from referral.redis_link import RedisLink
 from referral.security import PasswordHasher
@@ -43,6 +44,7 @@ class AppContext:
     referrals: ReferralService
     redis: RedisLink | None = None  # REDIS_URL: the code cache and the rate limits share it
     trusts_forwarding: bool = False  # Sanic's proxy settings: set when the server starts (`client_ip`)
+    deliveries: Deliveries | None = None  # the outbox's delivery loop, while a channel exists (WEBHOOK_URLS)
 
 
 ReferralApp = Sanic[Any, AppContext]
@@ -101,6 +103,8 @@ def create_app(*cli_args: Any, settings: Settings | None = None) -> ReferralApp:
     app.extend(built_in_extensions=False, extensions=[ApiDocs])
     app.before_server_start(_open_resources)
     app.after_server_stop(_close_resources)
+    app.after_server_start(_start_deliveries)
+    app.before_server_stop(_stop_deliveries)
     app.main_process_start(share_counts)
     app.main_process_ready(supervise_workers)  # stop signals and crashed workers: referral.lifecycle, referral.workers
     if in_worker_process():
@@ -123,3 +127,22 @@ async def _close_resources(app: ReferralApp) -> None:
     if app.ctx.redis is not None:
         await app.ctx.redis.close()
     await app.ctx.db.disconnect()
+
+
+async def _start_deliveries(app: ReferralApp) -> None:
+    """Every worker delivers the outbox, when a channel is configured (WEBHOOK_URLS)."""
+    deliveries = Deliveries.for_settings(app.ctx.db, app.ctx.settings)
+    if deliveries is not None:
+        app.ctx.deliveries = deliveries
+        # Recording (`referral.outbox.record`) calls the database's hook after it writes an event: the loop
+        # wakes at once instead of at its next poll.
+        app.ctx.db.on_event_recorded = deliveries.nudge
+        deliveries.start()
+
+
+async def _stop_deliveries(app: ReferralApp) -> None:
+    """Attempts in flight may finish within the graceful-shutdown time; what is left stays pending."""
+    deliveries, app.ctx.deliveries = app.ctx.deliveries, None
+    if deliveries is not None:
+        app.ctx.db.on_event_recorded = None
+        await deliveries.stop(grace=float(app.config.GRACEFUL_SHUTDOWN_TIMEOUT))

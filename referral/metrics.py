@@ -4,7 +4,9 @@ What is counted: requests by route, method and status, and their latency by rout
 hits and misses; password hashes queued or running and the ones refused (per client: 429, queue
 full: 503); rate-limit rejections by scope; database connections in use and the pool's maximum; per worker
 (label `worker`, Sanic's "Srv 0"...), its resident memory, CPU time and whether Redis answers (REDIS_URL);
-the build; and from the main process (`referral.workers`, through `app.shared_ctx`), the live server workers
+webhook delivery attempts by result, and the outbox's backlog (pending deliveries, the oldest one's age: read
+from the database by the delivery loop, `referral.outbox.delivery`, the most recent worker's reading); the build;
+and from the main process (`referral.workers`, through `app.shared_ctx`), the live server workers
 and the restarts of crashed ones.
 
 **Several workers.** `python -m referral` (and `sanic ... --workers N`) run the workers as separate
@@ -28,6 +30,7 @@ import platform
 import shutil
 import tempfile
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from functools import cache
 from importlib.metadata import version
 from pathlib import Path
@@ -120,6 +123,25 @@ REDIS_UP = Gauge(
     multiprocess_mode="livesum",
     registry=REGISTRY,
 )
+WEBHOOK_DELIVERIES = Counter(
+    "referral_webhook_deliveries",
+    "Webhook delivery attempts by result: delivered (2xx), retried (another attempt is due), failed (no retry left).",
+    ["result"],
+    registry=REGISTRY,
+)
+# The outbox's backlog is the database's, the same for every worker: the most recent worker's reading, not a sum.
+OUTBOX_PENDING = Gauge(
+    "referral_outbox_pending",
+    "Deliveries waiting in the outbox (pending), read from the database every few seconds.",
+    multiprocess_mode="livemostrecent",
+    registry=REGISTRY,
+)
+OUTBOX_OLDEST_PENDING = Gauge(
+    "referral_outbox_oldest_pending_seconds",
+    "Age of the oldest event with a pending delivery (0 when none), read from the database every few seconds.",
+    multiprocess_mode="livemostrecent",
+    registry=REGISTRY,
+)
 BUILD = (__version__, platform.python_version(), version("sanic"))  # referral_build_info's labels
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 _cpu_counted = [0.0]  # this process's CPU seconds already added to CPU_SECONDS
@@ -157,6 +179,17 @@ def _answers(route: str, method: str, status: int) -> Counter:
 @cache
 def _latency(route: str) -> Histogram:
     return LATENCY.labels(route)
+
+
+def webhook_delivery(result: str) -> None:
+    """One attempt's result: delivered, retried or failed."""
+    WEBHOOK_DELIVERIES.labels(result).inc()
+
+
+def outbox_backlog(pending: int, oldest: datetime | None) -> None:
+    """The outbox's pending deliveries and the age of the oldest one's event (the delivery loop reads them)."""
+    OUTBOX_PENDING.set(pending)
+    OUTBOX_OLDEST_PENDING.set(0 if oldest is None else max((datetime.now(UTC) - oldest).total_seconds(), 0))
 
 
 def cache_hit() -> None:

@@ -25,7 +25,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 REDOC_VERSION = re.search(r"^REDOC_VERSION := (\S+)$", (ROOT / "Makefile").read_text(), re.M).group(1)
 REDOC_LINE = re.compile(r"^ReDoc unavailable: (.+); Swagger UI works$", re.M)
-DEV_ONLY = {"pytest", "sanic-testing", "playwright", "schemathesis", "matplotlib", "ruff", "httpx", "jsonschema-rs"}
+DEV_ONLY = {"pytest", "sanic-testing", "playwright", "schemathesis", "matplotlib", "ruff", "jsonschema-rs"}
 
 pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 
