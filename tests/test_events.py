@@ -27,8 +27,14 @@ EVENT_ID = re.compile(r"^msg_[0-9a-f-]{36}$")
 
 @pytest.fixture
 def hooked(serve_app: Callable[..., LiveClient]) -> LiveClient:
-    """The app with two webhook endpoints."""
-    return serve_app(**WEBHOOKS)
+    """The app with two webhook endpoints, its delivery loop stopped: these tests read what was recorded
+    (tests/test_webhooks.py delivers it)."""
+    client = serve_app(**WEBHOOKS)
+    deliveries, client.app.ctx.deliveries = client.app.ctx.deliveries, None
+    assert deliveries is not None
+    client.run(deliveries.stop(grace=0))
+    client.app.ctx.db.on_event_recorded = None
+    return client
 
 
 def recorded(client: LiveClient) -> list[dict[str, Any]]:

@@ -41,6 +41,7 @@ from referral.db.tables import outbox_delivery, outbox_event
 from referral.outbox import commands
 from referral.outbox.delivery import Deliveries
 from referral.outbox.webhooks import Attempt, Outcome, WebhookChannel, is_forbidden
+from tests.factories import Factory
 from tests.live import LiveClient
 from tests.support import running_server, server_env
 
@@ -240,6 +241,37 @@ def test_an_event_is_delivered_signed_with_its_stored_payload(serve_app: Any, re
     metrics = client.get("/metrics").text
     assert SECRET not in metrics
     assert SECRET.removeprefix("whsec_") not in metrics
+
+
+def test_the_api_s_changes_reach_the_receiver_signed_once_each_and_refusals_send_nothing(
+    serve_app: Any, receiver: Receiver
+) -> None:
+    """End to end: each change the API makes is recorded with it and delivered (tests/test_events.py checks
+    the payloads in the tables); a refused request adds nothing."""
+    client: LiveClient = serve_app(**webhook_settings(receiver))
+    make = Factory(client)
+    referrer = make.user()
+    code = make.code(referrer)["code"]
+    make.code(referrer, day=9)
+    make.referral(code, password="a-fine-passphrase")
+    assert (
+        client.post("/user/register", json={"email": referrer.email, "password": "x-fine-passphrase"}).status_code
+        == 409
+    )
+    assert client.delete("/refer/delete", headers=referrer.auth).status_code == 200
+    expected = [
+        "user.registered",
+        "code.issued",
+        "code.updated",
+        "user.registered",
+        "referral.registered",
+        "code.deleted",
+    ]
+    client.run(wait_until(lambda: len(receiver.received) >= len(expected)))
+    client.run(asyncio.sleep(0.3))  # nothing more arrives
+    assert all(got.verified for got in receiver.received)
+    assert sorted(json.loads(got.body)["type"] for got in receiver.received) == sorted(expected)
+    assert len({got.headers["webhook-id"] for got in receiver.received}) == len(expected)
 
 
 def test_retries_then_success_keep_the_webhook_id(serve_app: Any, receiver: Receiver) -> None:
