@@ -113,7 +113,10 @@ class EarlyStop:
     acknowledged its start, then sent again, to Sanic's handler this time.
 
     Sanic's manager marks a worker ACKED (`WorkerProcess.state`) only in its monitor loop, which runs once
-    `wait_for_ack` is over. Only the first held signal counts; later ones are dropped until then.
+    `wait_for_ack` is over. Only the first held signal counts; later ones are dropped until then. The held
+    stop is handed to Sanic's handler in the thread that waited, not sent as a signal again: a signal
+    interrupts the main thread wherever it is, also in the middle of its own exchange with Sanic's state
+    manager, and the handler's exchange on the same connection then garbles both (UnpicklingError).
     """
 
     def __init__(self, manager: WorkerManager, watcher: WorkerWatcher) -> None:
@@ -126,6 +129,7 @@ class EarlyStop:
             self.sanic_handlers[sig] = handler
         self.held = False
         self.passed_on = False
+        self.claim = threading.RLock()  # who hands the stop to Sanic first: the main thread or `_resend`
 
     def install(self) -> None:
         for sig in STOP_SIGNALS:
@@ -136,7 +140,8 @@ class EarlyStop:
     def handle(self, signum: int, frame: FrameType | None) -> None:
         self.watcher.stop()  # a worker it is restarting has started when this returns: Sanic's shutdown stops it
         if self.workers_acknowledged():
-            self.passed_on = True
+            with self.claim:
+                self.passed_on = True
             self.sanic_handlers[signum](signum, frame)
         elif not self.held:
             self.held = True
@@ -155,8 +160,11 @@ class EarlyStop:
                 WorkerMultiplexer(self.manager.monitor_publisher, {}).terminate(early=True)
                 return
             time.sleep(WORKER_POLL_SECONDS)
-        if not self.passed_on:  # a signal that came meanwhile already stopped it
-            os.kill(os.getpid(), signum)  # handled in the main thread, by Sanic's handler now
+        with self.claim:
+            if self.passed_on:  # a signal that came meanwhile already stopped it
+                return
+            self.passed_on = True
+        self.sanic_handlers[signum](signum, None)
 
 
 def supervise_workers(app: Sanic) -> None:

@@ -13,7 +13,6 @@ exit status 3 for its supervisor (systemd's `Restart=on-failure`) to take over. 
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import threading
 import time
@@ -133,5 +132,5 @@ class WorkerWatcher:
         )
         self.gave_up = True
         self.stop()
-        os.kill(os.getpid(), signal.SIGTERM)  # Sanic's graceful stop, through `EarlyStop`
+        self.manager.shutdown_signal(signal.SIGTERM, None)  # Sanic's graceful stop, here (see `EarlyStop`)
         return False
