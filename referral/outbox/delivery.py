@@ -179,17 +179,18 @@ class Deliveries:
         """Lease up to `limit` due deliveries of this worker's channels, in one short write transaction."""
         now = utcnow()
         d = outbox_delivery.c
+        due_here = sa.and_(due(now), d.channel.in_(list(self.channels)))
+        # A plain read first: most polls find nothing due, and then take no write lock (SQLite's is the API's too).
+        if not await self.db.fetch_val(sa.select(sa.exists().where(due_here))):
+            return []
         select = (
             sa.select(d.id, d.destination, d.channel, d.attempts, outbox_event.c.event_id, outbox_event.c.payload)
             .join(outbox_event, outbox_event.c.id == d.event_id)
-            .where(due(now), d.channel.in_(list(self.channels)))
+            .where(due_here)
             .order_by(d.next_attempt_at)
             .limit(limit)
             .with_for_update(of=outbox_delivery, skip_locked=True)  # SQLite renders none: BEGIN IMMEDIATE
         )
-        # A plain read first: most polls find nothing due, and then take no write lock (SQLite's is the API's too).
-        if not await self.db.fetch_val(sa.select(sa.exists().where(due(now), d.channel.in_(list(self.channels))))):
-            return []
         async with self.db.transaction():
             rows = await self.db.fetch_all(select)
             if not rows:
@@ -272,9 +273,7 @@ class Deliveries:
         for _ in range(SWEEP_BATCHES):
             async with self.db.transaction():
                 ids = [row.id for row in await self.db.fetch_all(expired)]
-                if ids:
-                    # Deliveries first: SQLite enforces no ON DELETE CASCADE without its foreign_keys pragma.
-                    await self.db.execute(outbox_delivery.delete().where(d.event_id.in_(ids)))
+                if ids:  # their deliveries go with them (ON DELETE CASCADE; SQLite's connections enforce it)
                     await self.db.execute(outbox_event.delete().where(e.id.in_(ids)))
             deleted += len(ids)
             if len(ids) < SWEEP_BATCH:
