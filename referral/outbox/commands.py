@@ -9,9 +9,7 @@ does not take it). Settings come from the environment and .env, as for serving.
 
 from __future__ import annotations
 
-import json
 import sys
-import uuid
 from typing import TextIO
 
 import sqlalchemy as sa
@@ -20,6 +18,7 @@ from referral.clock import utcnow
 from referral.config import Settings
 from referral.db.database import ReferralDatabase, create_database
 from referral.db.tables import outbox_delivery, outbox_event
+from referral.outbox.record import event_payload, new_event_id
 from referral.outbox.webhooks import Attempt, WebhookChannel
 
 COMMANDS = ("status", "retry", "ping")
@@ -85,11 +84,8 @@ async def ping(settings: Settings, out: TextIO) -> int:
     if not settings.webhook_endpoints or not settings.webhook_secret:
         print("no endpoints: WEBHOOK_URLS is unset", file=out)
         return 1
-    channel = WebhookChannel(
-        settings.webhook_secret, timeout=settings.webhook_timeout, allow_private=settings.webhook_allow_private
-    )
-    event_id = f"msg_{uuid.uuid4()}"
-    payload = json.dumps({"type": "webhook.ping", "timestamp": utcnow().isoformat(), "data": {}})
+    channel = WebhookChannel.for_settings(settings)
+    event_id, payload = new_event_id(), event_payload("webhook.ping", {}, now=utcnow())
     failures = 0
     try:
         for endpoint in settings.webhook_endpoints:

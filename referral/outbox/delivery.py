@@ -94,11 +94,7 @@ class Deliveries:
         """The loop for the channels `settings` configure, or None when there are none."""
         channels: dict[str, Channel] = {}
         if settings.webhook_endpoints and settings.webhook_secret:
-            channels["webhook"] = WebhookChannel(
-                settings.webhook_secret,
-                timeout=settings.webhook_timeout,
-                allow_private=settings.webhook_allow_private,
-            )
+            channels["webhook"] = WebhookChannel.for_settings(settings)
         return cls(db, settings, channels) if channels else None
 
     def nudge(self) -> None:

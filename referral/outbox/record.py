@@ -33,15 +33,22 @@ def iso_date(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="seconds")
 
 
+def event_payload(event_type: str, data: dict[str, Any], *, now: datetime) -> str:
+    """The body every channel sends: `{"type", "timestamp", "data"}`, the timestamp in UTC with milliseconds."""
+    body = {"type": event_type, "timestamp": now.astimezone(UTC).isoformat(timespec="milliseconds"), "data": data}
+    return orjson.dumps(body).decode()
+
+
 async def record_event(db: ReferralDatabase, event_type: str, data: dict[str, Any], *, now: datetime) -> None:
     """Insert the event and its pending deliveries (call inside the transaction of the change it reports)."""
     destinations = db.webhook_endpoints
     if not destinations:
         return
-    body = {"type": event_type, "timestamp": now.astimezone(UTC).isoformat(timespec="milliseconds"), "data": data}
     event_row_id = await db.fetch_val(
         outbox_event.insert()
-        .values(event_id=new_event_id(), type=event_type, payload=orjson.dumps(body).decode(), created_at=now)
+        .values(
+            event_id=new_event_id(), type=event_type, payload=event_payload(event_type, data, now=now), created_at=now
+        )
         .returning(outbox_event.c.id)
     )
     await db.execute(

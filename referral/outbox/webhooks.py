@@ -28,6 +28,7 @@ import httpx
 from standardwebhooks import Webhook
 
 from referral.clock import utcnow
+from referral.config import Settings
 
 USER_AGENT = "referral-webhooks/1"
 MAX_ERROR_LENGTH = 500  # outbox_delivery.last_error
@@ -109,6 +110,14 @@ class WebhookChannel:
             trust_env=False,
             verify=verify,
             headers={"user-agent": USER_AGENT},
+        )
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> WebhookChannel:
+        """The channel WEBHOOK_SECRET, WEBHOOK_TIMEOUT and WEBHOOK_ALLOW_PRIVATE describe (WEBHOOK_URLS is set)."""
+        assert settings.webhook_secret is not None, "the settings refuse WEBHOOK_URLS without WEBHOOK_SECRET"
+        return cls(
+            settings.webhook_secret, timeout=settings.webhook_timeout, allow_private=settings.webhook_allow_private
         )
 
     async def close(self) -> None:
