@@ -23,11 +23,13 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import sqlalchemy as sa
 from databases.interfaces import Record
@@ -55,6 +57,7 @@ class Received:
     headers: dict[str, str]
     body: bytes
     verified: bool
+    answer: int | str
 
 
 class Receiver:
@@ -115,8 +118,8 @@ class Receiver:
                     verified = True
                 except WebhookVerificationError:
                     verified = False
-                self.received.append(Received(path, headers, body, verified))
                 answer = self.plan.pop(0) if self.plan else self.default
+                self.received.append(Received(path, headers, body, verified, answer))
                 if answer == "hang":
                     await reader.read()  # until the client closes
                     return
@@ -524,6 +527,58 @@ def test_an_attempt_cut_by_kill_9_is_made_again_after_a_restart(
             time.sleep(0.2)
     assert len(receiver.received) >= 2
     assert {got.headers["webhook-id"] for got in receiver.received} == {event_id}
+    assert all(got.verified for got in receiver.received)
+
+
+@pytest.mark.postgres_only
+def test_two_instances_of_two_workers_deliver_every_event_once_but_where_an_attempt_was_cut(
+    receiver: Receiver, settings: Settings, tmp_path: Path
+) -> None:
+    """Two services of two workers each on one PostgreSQL database, 200 referrals sent to both: every event
+    reaches the receiver, and an id arrives twice only where the receiver cut an attempt (closed the connection
+    unanswered, so the sender retried)."""
+    receiver.plan = ["close"] * 5
+    shared = {
+        "DATABASE_URL": settings.database_url,
+        "DB_SCHEMA": settings.db_schema,
+        "WORKERS": "2",
+        "RATE_LIMIT": "off",
+        "WEBHOOK_URLS": receiver.url,
+        "WEBHOOK_SECRET": SECRET,
+        "WEBHOOK_ALLOW_PRIVATE": "on",
+        "WEBHOOK_TIMEOUT": "2",
+        "WEBHOOK_RETRY_SCHEDULE": "100ms,200ms,300ms",
+    }
+    with (
+        running_server(server_env(**shared), cwd=tmp_path, log=tmp_path / "one.log") as (one, _),
+        running_server(server_env(**shared), cwd=tmp_path, log=tmp_path / "other.log") as (other, _),
+        httpx.Client(base_url=one) as first,
+        httpx.Client(base_url=other) as second,
+    ):
+        code = Factory(first).code(Factory(first).user())["code"]
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda n: Factory((first, second)[n % 2]).referral(code), range(200)))
+
+        async def recorded() -> set[str]:
+            db = create_database(settings)
+            await db.connect()
+            try:
+                return {row.event_id for row in await db.fetch_all(sa.select(outbox_event.c.event_id))}
+            finally:
+                await db.disconnect()
+
+        events = asyncio.run(recorded())
+        assert len(events) == 2 + 200  # the referrer and its code, then each referral
+        deadline = time.monotonic() + WAIT_SECONDS
+        while len({got.headers["webhook-id"] for got in receiver.received if got.answer == 204}) < len(events):
+            assert time.monotonic() < deadline, (tmp_path / "one.log").read_text()
+            time.sleep(0.1)
+        time.sleep(0.5)  # nothing more arrives
+    answered = [got.headers["webhook-id"] for got in receiver.received if got.answer == 204]
+    cut = [got.headers["webhook-id"] for got in receiver.received if got.answer == "close"]
+    assert sorted(answered) == sorted(events)  # each event answered once
+    assert len(cut) == 5
+    assert set(cut) <= events
     assert all(got.verified for got in receiver.received)
 
 
