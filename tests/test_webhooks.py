@@ -619,6 +619,25 @@ def test_two_claimers_at_once_lease_each_delivery_once(receiver: Receiver, setti
     assert len(one) + len(other) == leased == 20
 
 
+def test_a_worker_claims_only_deliveries_to_its_own_endpoints(receiver: Receiver, settings: Settings) -> None:
+    """Another instance's endpoint (or one removed since this one started) is never posted to from here."""
+    webhooks = settings.with_overrides(**webhook_settings(receiver))
+
+    async def scenario() -> list[str]:
+        db = create_database(webhooks)
+        await db.connect()
+        try:
+            mine = await add_event(db, receiver.url)
+            await add_event(db, "http://127.0.0.1:9/another-instance")
+            claimed = await Deliveries(db, webhooks, {"webhook": Idle()}).claim(10)
+            assert [attempt.event_id for attempt, _ in claimed] == [mine]
+            return [attempt.destination for attempt, _ in claimed]
+        finally:
+            await db.disconnect()
+
+    assert asyncio.run(scenario()) == [receiver.url]
+
+
 @pytest.mark.parametrize(
     ("address", "forbidden"),
     [

@@ -34,6 +34,7 @@ from referral.config import Settings
 from referral.db.database import ReferralDatabase
 from referral.db.tables import outbox_delivery, outbox_event
 from referral.errors import DatabaseUnavailable
+from referral.outbox.record import WEBHOOK_CHANNEL
 from referral.outbox.webhooks import Attempt, Outcome, WebhookChannel
 
 log = logging.getLogger("referral.outbox")
@@ -94,7 +95,7 @@ class Deliveries:
         """The loop for the channels `settings` configure, or None when there are none."""
         channels: dict[str, Channel] = {}
         if settings.webhook_endpoints and settings.webhook_secret:
-            channels["webhook"] = WebhookChannel.for_settings(settings)
+            channels[WEBHOOK_CHANNEL] = WebhookChannel.for_settings(settings)
         return cls(db, settings, channels) if channels else None
 
     def nudge(self) -> None:
@@ -162,7 +163,7 @@ class Deliveries:
         query = (
             outbox_delivery.update()
             .where(
-                d.channel == "webhook",
+                d.channel == WEBHOOK_CHANNEL,
                 d.state == "pending",
                 d.destination.not_in(self.settings.webhook_endpoints),
             )
@@ -171,11 +172,24 @@ class Deliveries:
         async with self.db.transaction():
             await self.db.execute(query)
 
+    def channels_here(self) -> sa.ColumnElement[bool]:
+        """The deliveries this worker may attempt: of its channels, and webhooks only to its own WEBHOOK_URLS
+        (an instance configured with other endpoints never posts to this one's)."""
+        d = outbox_delivery.c
+        return sa.or_(
+            *(
+                sa.and_(d.channel == name, d.destination.in_(self.settings.webhook_endpoints))
+                if name == WEBHOOK_CHANNEL
+                else d.channel == name
+                for name in self.channels
+            )
+        )
+
     async def claim(self, limit: int) -> list[tuple[Attempt, Channel]]:
         """Lease up to `limit` due deliveries of this worker's channels, in one short write transaction."""
         now = utcnow()
         d = outbox_delivery.c
-        due_here = sa.and_(due(now), d.channel.in_(list(self.channels)))
+        due_here = sa.and_(due(now), self.channels_here())
         # A plain read first: most polls find nothing due, and then take no write lock (SQLite's is the API's too).
         if not await self.db.fetch_val(sa.select(sa.exists().where(due_here))):
             return []
