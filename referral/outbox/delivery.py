@@ -2,14 +2,16 @@
 
 Claiming is a short transaction: the due rows (`pending`, `next_attempt_at` passed, no live lease) are
 selected `FOR UPDATE SKIP LOCKED` on PostgreSQL (two workers never take the same row) and leased for
-WEBHOOK_TIMEOUT + LEASE_MARGIN; on SQLite the same statements run inside `BEGIN IMMEDIATE` (the
+twice WEBHOOK_TIMEOUT + LEASE_MARGIN; on SQLite the same statements run inside `BEGIN IMMEDIATE` (the
 service's write transaction, `referral.db.sqlite`), which serialises claimers. A lease expires, so a
 worker killed mid-attempt leaves its rows to another worker, or to the next start.
 
 The loop polls at least every POLL_SECONDS (the guaranteed path: other workers' and instances' events)
 and wakes at once on `nudge()` (the worker that recorded an event calls it after the commit). At most
-WEBHOOK_CONCURRENCY attempts are in flight: only that many rows are claimed. Outcomes are written in
-batches (`record_outcomes`). Stopping lets attempts in
+WEBHOOK_CONCURRENCY attempts are in flight, and at most as many claimed rows wait for a free slot: the
+next batch is claimed while the current one is attempted, so a write transaction serves many deliveries
+(a waiting row starts within one attempt's time, hence the lease of twice WEBHOOK_TIMEOUT). Outcomes
+are written in batches (`record_outcomes`). Stopping gives the waiting rows back, lets attempts in
 flight finish within the graceful-shutdown time, then cancels them: their rows stay pending, leased
 until the lease runs out.
 """
@@ -17,6 +19,7 @@ until the lease runs out.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import random
@@ -40,7 +43,7 @@ from referral.outbox.webhooks import Attempt, Outcome, WebhookChannel
 log = logging.getLogger("referral.outbox")
 
 POLL_SECONDS = 1.0
-LEASE_MARGIN = 10.0  # seconds a lease outlives WEBHOOK_TIMEOUT: recording the outcome takes some time too
+LEASE_MARGIN = 10.0  # seconds a lease outlives its attempts: recording the outcome takes some time too
 JITTER = 0.2  # each retry delay is scaled by a random factor in [1 - JITTER, 1 + JITTER]
 GAUGE_SECONDS = 5.0  # how often the outbox gauges are read from the database
 ENDPOINT_REMOVED = "endpoint removed"
@@ -79,10 +82,13 @@ class Deliveries:
         self.settings = settings
         self.channels = dict(channels)
         self.concurrency = settings.webhook_concurrency
-        self.lease = timedelta(seconds=settings.webhook_timeout + LEASE_MARGIN)
+        self.lease = timedelta(seconds=2 * settings.webhook_timeout + LEASE_MARGIN)
         self._wake = asyncio.Event()
+        self._nudged = True  # claim at the first pass, as after a nudge or a poll
+        self._more_due = False  # the last claim was full: skip the check for due rows next time
         self._stopping = False
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._waiting: collections.deque[tuple[Attempt, Channel]] = collections.deque()  # claimed, not started
         self._loop_task: asyncio.Task[None] | None = None
         self._gauges_read = 0.0
         self._sweep_at = 0.0  # monotonic time of the next retention sweep
@@ -100,6 +106,7 @@ class Deliveries:
 
     def nudge(self) -> None:
         """Wake the loop now: a delivery was just committed (safe to call from any code on the loop)."""
+        self._nudged = True
         self._wake.set()
 
     def start(self) -> None:
@@ -113,11 +120,13 @@ class Deliveries:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
+        await self.give_back_waiting()
         if self._in_flight:
             _, late = await asyncio.wait(set(self._in_flight), timeout=grace)
             for task in late:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
+        await self.record_outcomes()  # of the attempts that finished in time
         for channel in self.channels.values():
             await channel.close()
 
@@ -139,12 +148,16 @@ class Deliveries:
                     await self.read_gauges()
                 if time.monotonic() >= self._sweep_at:
                     await self.sweep()
-                free = self.concurrency - len(self._in_flight)
-                if free > 0:
-                    for attempt, channel in await self.claim(free):
-                        task = asyncio.create_task(self._attempt(channel, attempt), name="outbox-attempt")
-                        self._in_flight.add(task)
-                        task.add_done_callback(self._in_flight.discard)
+                await self.record_outcomes()
+                self.start_waiting()
+                # An attempt's end frees one slot; claiming a row at a time would cost a write transaction
+                # per delivery, so such a wake claims once half a batch is missing. A nudge or a poll claims
+                # whatever is missing (one slow endpoint holding most slots still leaves the rest in use).
+                missing = self.concurrency - len(self._waiting)
+                if missing >= (self.concurrency + 1) // 2 or (missing and self._nudged):
+                    self._nudged = False
+                    self._waiting.extend(await self.claim(missing))
+                    self.start_waiting()
                 self._database_down = False
             except DatabaseUnavailable:
                 if not self._database_down:  # once per outage, not once per poll
@@ -152,9 +165,29 @@ class Deliveries:
                 self._database_down = True
             except Exception:  # a bug must not end delivery for the worker's lifetime: logged, tried again
                 log.exception("outbox: the delivery loop failed; it goes on at the next poll")
-            with contextlib.suppress(TimeoutError):
+            try:
                 async with asyncio.timeout(POLL_SECONDS):
                     await self._wake.wait()
+            except TimeoutError:
+                self._nudged = True
+
+    def start_waiting(self) -> None:
+        """Start claimed attempts while fewer than WEBHOOK_CONCURRENCY are in flight."""
+        while self._waiting and len(self._in_flight) < self.concurrency:
+            attempt, channel = self._waiting.popleft()
+            task = asyncio.create_task(self._attempt(channel, attempt), name="outbox-attempt")
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
+
+    async def give_back_waiting(self) -> None:
+        """End the leases of the claimed attempts not started (on stop): any worker may take them at once."""
+        ids = [attempt.delivery_id for attempt, _ in self._waiting]
+        self._waiting.clear()
+        if ids:
+            with contextlib.suppress(DatabaseUnavailable):
+                async with self.db.transaction():
+                    d = outbox_delivery.c
+                    await self.db.execute(outbox_delivery.update().where(d.id.in_(ids)).values(lease_until=None))
 
     async def retire_removed_endpoints(self) -> None:
         """Mark failed the pending webhook deliveries whose endpoint is no longer in WEBHOOK_URLS."""
@@ -191,7 +224,7 @@ class Deliveries:
         d = outbox_delivery.c
         due_here = sa.and_(due(now), self.channels_here())
         # A plain read first: most polls find nothing due, and then take no write lock (SQLite's is the API's too).
-        if not await self.db.fetch_val(sa.select(sa.exists().where(due_here))):
+        if not self._more_due and not await self.db.fetch_val(sa.select(sa.exists().where(due_here))):
             return []
         select = (
             sa.select(d.id, d.destination, d.channel, d.attempts, outbox_event.c.event_id, outbox_event.c.payload)
@@ -203,6 +236,7 @@ class Deliveries:
         )
         async with self.db.transaction():
             rows = await self.db.fetch_all(select)
+            self._more_due = len(rows) == limit
             if not rows:
                 return []
             ids = [row.id for row in rows]
@@ -218,57 +252,62 @@ class Deliveries:
     async def _attempt(self, channel: Channel, attempt: Attempt) -> None:
         outcome = await channel.send(attempt)
         self._outcomes.append((attempt, outcome, utcnow()))
-        try:
-            await self.record_outcomes()
-        finally:
-            self._wake.set()  # a slot is free
+        self._wake.set()  # a slot is free, and an outcome waits for the loop to record it
 
     async def record_outcomes(self) -> None:
-        """Write the outcomes waiting, all in one transaction (SQLite has one writer: one lock per batch,
-        not per attempt). Outcomes that arrive while a batch is written wait for the next one, so under
-        load the batches grow by themselves; with none in flight each is written at once."""
+        """Write the outcomes waiting, all in one transaction (a write transaction per batch, not per
+        attempt: SQLite has one writer), one UPDATE for the rows that end alike (a batch of deliveries
+        answered 204 is one statement). The loop calls it on every pass, so under load the batches grow by
+        themselves; an attempt ending alone wakes the loop, and is written at once."""
         async with self._recording:
             batch, self._outcomes = self._outcomes, []
             if not batch:
                 return
-            updates = [self._outcome_update(attempt, outcome, ended) for attempt, outcome, ended in batch]
+            written = utcnow()
+            alike: dict[tuple[tuple[str, object], ...], list[int]] = {}
+            results = []
+            for attempt, outcome, ended in batch:
+                values, result = self._outcome_values(attempt, outcome, ended, written)
+                alike.setdefault(tuple(values.items()), []).append(attempt.delivery_id)
+                results.append(result)
             try:
                 async with self.db.transaction():
-                    for query, _ in updates:
-                        await self.db.execute(query)
+                    for values, ids in alike.items():
+                        d = outbox_delivery.c
+                        await self.db.execute(outbox_delivery.update().where(d.id.in_(ids)).values(dict(values)))
             except DatabaseUnavailable:
                 log.warning("outbox: could not record %d outcomes; their leases will expire", len(batch))
                 return
-        for _, result in updates:
+        for result in results:
             metrics.webhook_delivery(result)
 
-    def _outcome_update(self, attempt: Attempt, outcome: Outcome, ended: datetime) -> tuple[sa.Update, str]:
-        """The row's update for an outcome (delivered, a retry counted from the attempt's end, or failed
+    def _outcome_values(
+        self, attempt: Attempt, outcome: Outcome, ended: datetime, written: datetime
+    ) -> tuple[dict[str, object], str]:
+        """The row's new values for an outcome (delivered, a retry counted from the attempt's end, or failed
         after the last delay) and its metric's result; logs a failed attempt."""
         made = attempt.attempts + 1
         values: dict[str, object] = {"attempts": made, "lease_until": None, "last_status": outcome.status}
         if outcome.delivered:
-            values |= {"state": "delivered", "finished_at": ended, "last_error": None}
-            result = "delivered"
+            values |= {"state": "delivered", "finished_at": written, "last_error": None}
+            return values, "delivered"
+        values["last_error"] = outcome.error
+        delay = next_delay(self.settings.retry_delays, made)
+        if delay is None:
+            values |= {"state": "failed", "finished_at": written}
+            result = "failed"
         else:
-            values["last_error"] = outcome.error
-            delay = next_delay(self.settings.retry_delays, made)
-            if delay is None:
-                values |= {"state": "failed", "finished_at": ended}
-                result = "failed"
-            else:
-                values["next_attempt_at"] = ended + timedelta(seconds=delay)
-                result = "retried"
-            log.warning(
-                "webhook attempt failed: event %s, endpoint %s, %s, attempt %d, %s",
-                attempt.event_id,
-                urlsplit(attempt.destination).hostname,
-                outcome.describe(),
-                made,
-                "giving up" if result == "failed" else "will retry",
-            )
-        query = outbox_delivery.update().where(outbox_delivery.c.id == attempt.delivery_id).values(**values)
-        return query, result
+            values["next_attempt_at"] = ended + timedelta(seconds=delay)
+            result = "retried"
+        log.warning(
+            "webhook attempt failed: event %s, endpoint %s, %s, attempt %d, %s",
+            attempt.event_id,
+            urlsplit(attempt.destination).hostname,
+            outcome.describe(),
+            made,
+            "giving up" if result == "failed" else "will retry",
+        )
+        return values, result
 
     async def sweep(self) -> int:
         """Delete the events older than EVENT_RETENTION_DAYS whose deliveries all finished that long ago,

@@ -31,6 +31,7 @@ from referral.clock import utcnow
 from referral.config import Settings
 
 USER_AGENT = "referral-webhooks/1"
+MAX_BODY_READ = 64 * 1024  # bytes of an answer's body read before its connection is dropped instead
 MAX_ERROR_LENGTH = 500  # outbox_delivery.last_error
 
 
@@ -151,7 +152,6 @@ class WebhookChannel:
         headers = self.signed_headers(attempt.event_id, attempt.payload, utcnow())
         headers["host"] = url.netloc.decode("ascii")
         extensions = {"sni_hostname": host} if url.scheme == "https" else {}
-        # Streamed and closed unread: only the status matters, and an endpoint's body could be huge.
         request = self.client.build_request(
             "POST",
             url.copy_with(host=address),
@@ -159,6 +159,13 @@ class WebhookChannel:
             headers=headers,
             extensions=extensions,
         )
+        # Streamed: only the status matters, and an endpoint's body could be huge. A short body is read to
+        # its end, so that the connection goes back to the pool (one closed unread is closed for good).
         response = await self.client.send(request, stream=True)
+        read = 0
+        async for chunk in response.aiter_raw():
+            read += len(chunk)
+            if read > MAX_BODY_READ:
+                break
         await response.aclose()
         return Outcome(200 <= response.status_code < 300, status=response.status_code)
