@@ -15,6 +15,7 @@ from referral.security import HASHING_NICENESS
 if TYPE_CHECKING:
     from bench.load import LoadResult
     from bench.run import Results
+    from bench.webhooks import WebhookResults
 
 BACKEND_TITLES = {"sqlite": "SQLite", "pg": "PostgreSQL"}
 HEADER = """# Benchmark results
@@ -167,7 +168,47 @@ def targets(r: Results) -> list[Target]:
         limit = "<= 1.5x" if max(r.scale_getcode) >= 1_000_000 else "<= 1.5x (the target is at 1,000,000 users)"
         found.append(_scale_target("getcode p50 (cache off), {big:,} vs {small:,} users", r.scale_getcode, limit))
     found.append(Target("seeded users", f"{o.users:,}", ">= 100,000", o.users >= 100_000))
+    if r.webhooks is not None:
+        found += _webhook_targets(r.webhooks)
     return [t for t in found if t is not None]
+
+
+def _webhook_targets(w: WebhookResults) -> list[Target]:
+    found = []
+    pairs = (
+        ("registration with WEBHOOK_URLS vs without", names.WEBHOOKS_ON_REGISTER, names.WEBHOOKS_OFF_REGISTER, 0.85),
+        (
+            "cached getcode with WEBHOOK_URLS vs without (unchanged within noise)",
+            names.WEBHOOKS_ON_HOT,
+            names.WEBHOOKS_OFF_HOT,
+            0.9,
+        ),
+    )
+    for name, on, off, at_least in pairs:
+        if on in w.rows and off in w.rows:
+            a, b = w.rows[on], w.rows[off]
+            x = _ratio(a.rps, b.rps)
+            found.append(
+                Target(name, f"{a.rps:,.0f} / {b.rps:,.0f} req/s = {x:.2f}x", f">= {at_least}x", x >= at_least)
+            )
+    hang, prompt = w.rows.get(names.WEBHOOKS_HANG_HOT), w.rows.get(names.WEBHOOKS_ON_HOT)
+    if hang and prompt:
+        x = _ratio(hang.p50_ms, prompt.p50_ms)
+        measured = f"{hang.p50_ms:.2f} / {prompt.p50_ms:.2f} ms = {x:.2f}x"
+        found.append(Target("cached getcode p50, receiver hangs vs answers at once", measured, "<= 1.2x", x <= 1.2))
+    drained = w.drain_seconds is not None
+    measured = (
+        f"{w.drain_seconds:.1f} s ({w.drain_rate:,.0f} deliveries/s)" if drained else "not drained"
+    ) + f"; at the end: {', '.join(f'{state} {n:,}' for state, n in sorted(w.drain_states.items()))}"
+    found.append(
+        Target(
+            f"{w.drain_events:,} events queued while the receiver was down: drained after its return",
+            measured,
+            "< 60 s",
+            drained and w.drain_seconds < 60 and w.drain_states.get("delivered") == w.drain_events,
+        )
+    )
+    return found
 
 
 def all_met(r: Results) -> bool:
@@ -284,6 +325,7 @@ def markdown(r: Results) -> str:
     lines += ["", "Peak RSS (VmHWM) of each server's largest process (the worker that served the requests):", ""]
     lines += [f"- {name}: {mib:.1f} MiB" for name, mib in r.peak_rss_mib.items()]
     lines += _scaling(r)
+    lines += _webhooks(r)
     lines += ["", "### Targets", "", "| target | measured | limit | met |", "|---|---|---|---|"]
     lines += [f"| {t.name} | {t.measured} | {t.limit} | {t.verdict} |" for t in targets(r)]
     lines += _rounds(r)
@@ -414,6 +456,40 @@ def _scaling(r: Results) -> list[str]:
         lines.append("| " + " | ".join(cells) + " |")
     if r.scaling_note:
         lines += ["", r.scaling_note]
+    return lines
+
+
+def _webhooks(r: Results) -> list[str]:
+    w = r.webhooks
+    if w is None:
+        return [] if "webhooks" not in r.todo else ["", "### Webhooks", "", r.todo["webhooks"]]
+    lines = [
+        "",
+        "### Webhooks",
+        "",
+        "Three services on the main database, measured in their own interleaved rounds: without WEBHOOK_URLS, "
+        "with a receiver that answers 204 at once, and with a receiver that never answers (`bench/receiver.py`; "
+        "every attempt is held until WEBHOOK_TIMEOUT, 10 s, WEBHOOK_CONCURRENCY=8 at a time, behind a backlog "
+        f"made by {r.options.seconds:g} s of registrations before the rounds; {w.hanging_pending:,} deliveries "
+        "were still pending after them). Registrations on the service with WEBHOOK_URLS record an event each "
+        "and deliver it meanwhile.",
+        "",
+        "| row | req/s | p50 ms | p99 ms | errors | CPU us/req |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, res in w.rows.items():
+        lines.append(f"| {name} | {res.rps:,.1f} | {res.p50_ms:.2f} | {res.p99_ms:.2f} | {res.errors} | {_cpu(res)} |")
+    drained = (
+        f"drained in {w.drain_seconds:.1f} s, {w.drain_rate:,.0f} deliveries/s" if w.drain_seconds else "not drained"
+    )
+    lines += [
+        "",
+        f"The drain: {w.drain_events:,} events recorded in one transaction on the small database while the "
+        "receiver was down, one worker (WEBHOOK_CONCURRENCY=8, WEBHOOK_RETRY_SCHEDULE=500ms,1s,2s) trying them "
+        "against the refused port for a second, then the receiver started; timed from its start until no "
+        f"delivery was pending: **{drained}** (deliveries by state at the end: "
+        f"{', '.join(f'{state} {n:,}' for state, n in sorted(w.drain_states.items()))}).",
+    ]
     return lines
 
 

@@ -19,6 +19,12 @@ LIST = "/referals/list (100-row page)"
 UPDATE = "/refer/update_code"
 AUTH = "/user/auth"
 NOCACHE = "getcode (cache disabled)"
+# The webhook rows (`bench/webhooks.py`), measured side by side in their own rounds.
+WEBHOOKS_OFF_REGISTER = "/referals/register, no WEBHOOK_URLS"
+WEBHOOKS_ON_REGISTER = "/referals/register, WEBHOOK_URLS (receiver answers 204)"
+WEBHOOKS_OFF_HOT = "getcode (cache hot), no WEBHOOK_URLS"
+WEBHOOKS_ON_HOT = "getcode (cache hot), WEBHOOK_URLS (receiver answers 204)"
+WEBHOOKS_HANG_HOT = "getcode (cache hot), WEBHOOK_URLS (receiver hangs)"
 DB_CEILING_OF = {NOCACHE: DB_GETCODE, LIST: DB_LIST, REGISTER: DB_REGISTER, UPDATE: DB_UPDATE}
 
 # Cached getcode with the features switched: all three off, then each alone on top of that. (Each alone,

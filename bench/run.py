@@ -14,6 +14,8 @@ log off and on), each row side by side with its ceiling in the same run:
   getcode's p99 during the storm against quiet;
 - getcode at a small and the full user count, a list page at 1,000 and 100,000 referrals, peak RSS,
   and on PostgreSQL one and two workers with the in-process and the Redis code cache.
+- webhooks (`bench.webhooks`): registration and cached getcode with and without WEBHOOK_URLS, getcode
+  while the receiver hangs, and how fast 10,000 events queued while the receiver was down drain.
 
 Rows compared with each other are measured in interleaved rounds (each server in turn, `--rounds`
 times) and reported as the median round. Results go to bench/RESULTS.md (the section of this
@@ -39,7 +41,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import limiter, report
+from bench import limiter, report, webhooks
 from bench.ceiling import service_access_log
 from bench.load import LoadResult, Wrk, ensure_wrk
 from bench.rows import (
@@ -136,6 +138,7 @@ class Results:
     scaling_note: str = ""
     peak_rss_mib: dict[str, float] = field(default_factory=dict)
     limiter_us: dict[int, tuple[float, float]] = field(default_factory=dict)  # clients -> (limits', ours)
+    webhooks: webhooks.WebhookResults | None = None
     seed_seconds: float = 0.0
     run_seconds: float = 0.0
 
@@ -527,7 +530,15 @@ class Bench:
         if o.scaling:
             self.scaling(main_url, hot, register_code)
 
-        # 5. The per-IP limit's counter with many clients, in process.
+        # 5. Webhooks: their cost on the API, a hanging receiver, and a backlog's drain.
+        if available("WEBHOOK_URLS"):
+            r.webhooks = webhooks.measure(
+                self, main_url, small_url, hot, register_code, drain_events=300 if o.smoke else webhooks.DRAIN_EVENTS
+            )
+        else:
+            r.todo["webhooks"] = "TODO: this tree has no WEBHOOK_URLS setting"
+
+        # 6. The per-IP limit's counter with many clients, in process.
         print("rate-limit counters by clients in the window", flush=True)
         r.limiter_us = limiter.measure(smoke=o.smoke)
         return r
