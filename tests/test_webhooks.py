@@ -440,27 +440,16 @@ def test_the_outbox_gauges_count_pending_deliveries(serve_app: Any, receiver: Re
 def test_stopping_lets_an_attempt_in_flight_finish_and_leaves_the_rest_pending(
     serve_app: Any, receiver: Receiver
 ) -> None:
-    """With one attempt at a time, a second delivery is claimed while the first hangs: it waits for the slot.
-    Stopping gives it back at once; the hanging attempt is cancelled after the grace and stays leased."""
     receiver.plan = ["hang"]
-    client: LiveClient = serve_app(**webhook_settings(receiver, webhook_timeout=30, webhook_concurrency=1))
-    db = client.app.ctx.db
-    hanging, waiting = send(client, receiver), send(client, receiver)
+    client: LiveClient = serve_app(**webhook_settings(receiver, webhook_timeout=30))
+    event_id = send(client, receiver)
     client.run(wait_until(lambda: receiver.received))
-
-    async def both_leased() -> bool:
-        return all([(await delivery_of(db, event_id)).lease_until is not None for event_id in (hanging, waiting)])
-
-    client.run(wait_until(both_leased))
     deliveries = client.app.ctx.deliveries
     assert deliveries is not None
     client.run(deliveries.stop(grace=0.2))  # the attempt hangs past the grace: cancelled
-    row = client.run(delivery_of(db, hanging))
+    row = client.run(delivery_of(client.app.ctx.db, event_id))
     assert (row.state, row.attempts) == ("pending", 0)
     assert row.lease_until is not None  # leased until it expires: then any worker retries it
-    row = client.run(delivery_of(db, waiting))
-    assert (row.state, row.attempts, row.lease_until) == ("pending", 0, None)  # any worker may take it now
-    assert len(receiver.received) == 1
 
 
 def test_stopping_waits_for_an_attempt_in_flight_within_the_grace(serve_app: Any, receiver: Receiver) -> None:
@@ -494,7 +483,7 @@ def test_an_attempt_cut_by_kill_9_is_made_again_after_a_restart(
     receiver: Receiver, settings: Settings, tmp_path: Path
 ) -> None:
     """The service dies (SIGKILL) while the receiver holds an attempt open; once restarted, the lease runs
-    out (twice WEBHOOK_TIMEOUT + 10 s) and the event arrives, with the same webhook-id."""
+    out (WEBHOOK_TIMEOUT + 10 s) and the event arrives, with the same webhook-id."""
     receiver.plan = ["hang"]
     webhooks = settings.with_overrides(**webhook_settings(receiver))
 
@@ -535,7 +524,7 @@ def test_an_attempt_cut_by_kill_9_is_made_again_after_a_restart(
         process.wait()
     assert asyncio.run(state_of(event_id)) == "pending"
     with running_server(env, cwd=tmp_path, log=tmp_path / "second.log"):
-        deadline = time.monotonic() + 30  # the lease: twice WEBHOOK_TIMEOUT + 10 s from the first claim
+        deadline = time.monotonic() + 30  # the lease: WEBHOOK_TIMEOUT + 10 s from the first claim
         while asyncio.run(state_of(event_id)) != "delivered":
             assert time.monotonic() < deadline, (tmp_path / "second.log").read_text()
             time.sleep(0.2)

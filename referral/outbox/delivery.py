@@ -2,24 +2,21 @@
 
 Claiming is a short transaction: the due rows (`pending`, `next_attempt_at` passed, no live lease) are
 selected `FOR UPDATE SKIP LOCKED` on PostgreSQL (two workers never take the same row) and leased for
-twice WEBHOOK_TIMEOUT + LEASE_MARGIN; on SQLite the same statements run inside `BEGIN IMMEDIATE` (the
+WEBHOOK_TIMEOUT + LEASE_MARGIN; on SQLite the same statements run inside `BEGIN IMMEDIATE` (the
 service's write transaction, `referral.db.sqlite`), which serialises claimers. A lease expires, so a
 worker killed mid-attempt leaves its rows to another worker, or to the next start.
 
 The loop polls at least every POLL_SECONDS (the guaranteed path: other workers' and instances' events)
 and wakes at once on `nudge()` (the worker that recorded an event calls it after the commit). At most
-WEBHOOK_CONCURRENCY attempts are in flight, and at most as many claimed rows wait for a free slot: the
-next batch is claimed while the current one is attempted, so a write transaction serves many deliveries
-(a waiting row starts within one attempt's time, hence the lease of twice WEBHOOK_TIMEOUT). Outcomes
-are written in batches (`record_outcomes`). Stopping gives the waiting rows back, lets attempts in
-flight finish within the graceful-shutdown time, then cancels them: their rows stay pending, leased
-until the lease runs out.
+WEBHOOK_CONCURRENCY attempts are in flight: only that many rows are claimed. The loop writes the
+outcomes of the attempts that ended since its last pass in one transaction (`record_outcomes`), so
+under load a write transaction serves many deliveries. Stopping lets attempts in flight finish within
+the graceful-shutdown time, then cancels them: their rows stay pending, leased until the lease runs out.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 import random
@@ -43,7 +40,7 @@ from referral.outbox.webhooks import Attempt, Outcome, WebhookChannel
 log = logging.getLogger("referral.outbox")
 
 POLL_SECONDS = 1.0
-LEASE_MARGIN = 10.0  # seconds a lease outlives its attempts: recording the outcome takes some time too
+LEASE_MARGIN = 10.0  # seconds a lease outlives WEBHOOK_TIMEOUT: recording the outcome takes some time too
 JITTER = 0.2  # each retry delay is scaled by a random factor in [1 - JITTER, 1 + JITTER]
 GAUGE_SECONDS = 5.0  # how often the outbox gauges are read from the database
 ENDPOINT_REMOVED = "endpoint removed"
@@ -82,13 +79,12 @@ class Deliveries:
         self.settings = settings
         self.channels = dict(channels)
         self.concurrency = settings.webhook_concurrency
-        self.lease = timedelta(seconds=2 * settings.webhook_timeout + LEASE_MARGIN)
+        self.lease = timedelta(seconds=settings.webhook_timeout + LEASE_MARGIN)
         self._wake = asyncio.Event()
         self._nudged = True  # claim at the first pass, as after a nudge or a poll
         self._more_due = False  # the last claim was full: skip the check for due rows next time
         self._stopping = False
         self._in_flight: set[asyncio.Task[None]] = set()
-        self._waiting: collections.deque[tuple[Attempt, Channel]] = collections.deque()  # claimed, not started
         self._loop_task: asyncio.Task[None] | None = None
         self._gauges_read = 0.0
         self._sweep_at = 0.0  # monotonic time of the next retention sweep
@@ -120,7 +116,6 @@ class Deliveries:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
-        await self.give_back_waiting()
         if self._in_flight:
             _, late = await asyncio.wait(set(self._in_flight), timeout=grace)
             for task in late:
@@ -149,15 +144,16 @@ class Deliveries:
                 if time.monotonic() >= self._sweep_at:
                     await self.sweep()
                 await self.record_outcomes()
-                self.start_waiting()
                 # An attempt's end frees one slot; claiming a row at a time would cost a write transaction
-                # per delivery, so such a wake claims once half a batch is missing. A nudge or a poll claims
-                # whatever is missing (one slow endpoint holding most slots still leaves the rest in use).
-                missing = self.concurrency - len(self._waiting)
-                if missing >= (self.concurrency + 1) // 2 or (missing and self._nudged):
+                # per delivery, so such a wake claims once half the slots are free. A nudge or a poll claims
+                # whatever is free (one slow endpoint holding most slots still leaves the rest in use).
+                free = self.concurrency - len(self._in_flight)
+                if free >= (self.concurrency + 1) // 2 or (free and self._nudged):
                     self._nudged = False
-                    self._waiting.extend(await self.claim(missing))
-                    self.start_waiting()
+                    for attempt, channel in await self.claim(free):
+                        task = asyncio.create_task(self._attempt(channel, attempt), name="outbox-attempt")
+                        self._in_flight.add(task)
+                        task.add_done_callback(self._in_flight.discard)
                 self._database_down = False
             except DatabaseUnavailable:
                 if not self._database_down:  # once per outage, not once per poll
@@ -170,24 +166,6 @@ class Deliveries:
                     await self._wake.wait()
             except TimeoutError:
                 self._nudged = True
-
-    def start_waiting(self) -> None:
-        """Start claimed attempts while fewer than WEBHOOK_CONCURRENCY are in flight."""
-        while self._waiting and len(self._in_flight) < self.concurrency:
-            attempt, channel = self._waiting.popleft()
-            task = asyncio.create_task(self._attempt(channel, attempt), name="outbox-attempt")
-            self._in_flight.add(task)
-            task.add_done_callback(self._in_flight.discard)
-
-    async def give_back_waiting(self) -> None:
-        """End the leases of the claimed attempts not started (on stop): any worker may take them at once."""
-        ids = [attempt.delivery_id for attempt, _ in self._waiting]
-        self._waiting.clear()
-        if ids:
-            with contextlib.suppress(DatabaseUnavailable):
-                async with self.db.transaction():
-                    d = outbox_delivery.c
-                    await self.db.execute(outbox_delivery.update().where(d.id.in_(ids)).values(lease_until=None))
 
     async def retire_removed_endpoints(self) -> None:
         """Mark failed the pending webhook deliveries whose endpoint is no longer in WEBHOOK_URLS."""
@@ -270,10 +248,10 @@ class Deliveries:
                 values, result = self._outcome_values(attempt, outcome, ended, written)
                 alike.setdefault(tuple(values.items()), []).append(attempt.delivery_id)
                 results.append(result)
+            d = outbox_delivery.c
             try:
                 async with self.db.transaction():
                     for values, ids in alike.items():
-                        d = outbox_delivery.c
                         await self.db.execute(outbox_delivery.update().where(d.id.in_(ids)).values(dict(values)))
             except DatabaseUnavailable:
                 log.warning("outbox: could not record %d outcomes; their leases will expire", len(batch))
