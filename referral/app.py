@@ -21,7 +21,7 @@ from referral.lifecycle import ignore_stop_signals, in_worker_process, preflight
 from referral.outbox.delivery import Deliveries
 from referral.ratelimit import RateLimits
 from referral.redis_link import RedisLink
-from referral.security import PasswordHasher
+from referral.security import IntegrationKeys, PasswordHasher
 from referral.services.codes import CodeService
 from referral.services.referrals import ReferralService
 from referral.services.users import UserService
@@ -42,6 +42,7 @@ class AppContext:
     users: UserService
     codes: CodeService
     referrals: ReferralService
+    integration_keys: IntegrationKeys
     redis: RedisLink | None = None  # REDIS_URL: the code cache and the rate limits share it
     trusts_forwarding: bool = False  # Sanic's proxy settings: set when the server starts (`client_ip`)
     deliveries: Deliveries | None = None  # the outbox's delivery loop, while a channel exists (WEBHOOK_URLS)
@@ -81,6 +82,7 @@ def create_app(*cli_args: Any, settings: Settings | None = None) -> ReferralApp:
         users=UserService(db, settings, rate_limits, hasher),
         codes=CodeService(db, cache),
         referrals=ReferralService(db, hasher),
+        integration_keys=IntegrationKeys(settings.integration_key_list),
         redis=redis,
     )
     logs.configure_logging(settings.log_format)

@@ -47,7 +47,7 @@ from referral.clock import utcnow
 from referral.redis_link import REDIS_ERRORS, RedisLink
 from referral.services.models import DAY_MAX, CodeInfo
 
-ENTRY_VERSION = 1
+ENTRY_VERSION = 2  # 2: codes carry max_uses
 KEY_CONTEXT = b"referral cache key:"  # the key's use here is not its use for tokens or logs
 LONGEST_EXPIRY = timedelta(days=DAY_MAX + 1)  # from now: a code lives DAY_MAX days, plus clock skew
 CLOCK_SKEW_SECONDS = 60  # how far in the future another instance may have filled an entry
@@ -250,7 +250,7 @@ def email_key(email: str, secret_key: str) -> str:
 class CachedCode:
     """An entry in Redis: the code, when it was filled (time.time()), and the version of this shape."""
 
-    version: Literal[1]
+    version: Literal[2]
     filled_at: Annotated[float, Field(gt=0, allow_inf_nan=False)]
     code: CodeInfo
 

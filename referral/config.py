@@ -33,6 +33,7 @@ DEFAULT_SQLITE_FILE = "referral.db"
 DEFAULT_POSTGRES_DATABASE = "referral"
 SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 WEBHOOK_SECRET_MIN_BYTES = 24
+INTEGRATION_KEY_MIN_LENGTH = 32  # characters of each INTEGRATION_KEYS key
 DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 DRIVERS = {"postgres": "postgresql+asyncpg", "postgresql": "postgresql+asyncpg", "sqlite": "sqlite+aiosqlite"}
@@ -145,10 +146,20 @@ class Settings(BaseSettings):
         False, description="on/off: let endpoints resolve to loopback or private addresses (tests, internal networks)"
     )
     event_retention_days: int = Field(7, ge=1, description="delivered and failed events are deleted after these days")
+    integration_keys: str = Field(
+        "",
+        repr=False,
+        description=f"comma-separated keys (each at least {INTEGRATION_KEY_MIN_LENGTH} characters) for the "
+        "`/integration/*` endpoints (`X-API-Key`); unset: those endpoints answer 401",
+    )
 
     @property
     def webhook_endpoints(self) -> tuple[str, ...]:
         return tuple(url.strip() for url in self.webhook_urls.split(",") if url.strip())
+
+    @property
+    def integration_key_list(self) -> tuple[str, ...]:
+        return tuple(key.strip() for key in self.integration_keys.split(",") if key.strip())
 
     @property
     def retry_delays(self) -> tuple[float, ...]:
@@ -245,6 +256,16 @@ class Settings(BaseSettings):
         if not secret.startswith("whsec_") or len(key) < WEBHOOK_SECRET_MIN_BYTES:
             raise ValueError(f"must be `whsec_` + base64 of at least {WEBHOOK_SECRET_MIN_BYTES} random bytes")
         return secret
+
+    @field_validator("integration_keys")
+    @classmethod
+    def _long_keys(cls, keys: str) -> str:
+        if any(len(key.strip()) < INTEGRATION_KEY_MIN_LENGTH for key in keys.split(",") if key.strip()):
+            raise ValueError(
+                f"each key must be at least {INTEGRATION_KEY_MIN_LENGTH} characters "
+                "(make one with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
+        return keys
 
     @field_validator("webhook_retry_schedule")
     @classmethod

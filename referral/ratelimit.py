@@ -122,6 +122,13 @@ class RateLimits:
         if not await self._use(lambda counters: counters.sliding.hit(self.per_ip, "ip", scope, ip)):
             raise RateLimited(retry_after=await self._retry_after("sliding", self.per_ip, "ip", scope, ip))
 
+    async def hit_key(self, caller: str, scope: str) -> None:
+        """Count a request of an integration key (`IntegrationKeys.caller`'s name), limited like an address."""
+        if not self.enabled:
+            return
+        if not await self._use(lambda counters: counters.sliding.hit(self.per_ip, "key", scope, caller)):
+            raise RateLimited(retry_after=await self._retry_after("sliding", self.per_ip, "key", scope, caller))
+
     async def hit_user(self, user_id: int) -> None:
         """Count an authenticated write of the user; RateLimited once RATE_LIMIT_USER is used up."""
         user = str(user_id)

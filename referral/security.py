@@ -6,6 +6,7 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import hmac
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -21,7 +22,7 @@ import jwt
 from referral import metrics
 from referral.clock import utcnow
 from referral.config import Settings
-from referral.errors import Overloaded, RateLimited
+from referral.errors import Overloaded, RateLimited, ServiceError
 
 JWT_ALGORITHM = "HS256"
 HASHING_NICENESS = 19  # the lowest: at 10 a login storm still delayed other requests (bench/RESULTS.md, isolation)
@@ -178,3 +179,25 @@ def read_token(token: str, settings: Settings) -> TokenSubject:
     if type(version) is not int or not 0 <= version < 2**31:
         raise InvalidToken("bad version")
     return TokenSubject(int(subject), version)
+
+
+class BadApiKey(ServiceError):
+    """No `X-API-Key`, or not one of INTEGRATION_KEYS."""
+
+    message = "An integration key is required: send one of INTEGRATION_KEYS in the X-API-Key header."
+
+
+class IntegrationKeys:
+    """INTEGRATION_KEYS, checked in constant time: `/integration/*`'s callers (the integrator's backend)."""
+
+    def __init__(self, keys: tuple[str, ...]) -> None:
+        self._keys = [key.encode() for key in keys]
+
+    def caller(self, presented: str | None) -> str:
+        """The caller's name for rate limiting and logs (`key-<n>`, never the key); BadApiKey when `presented`
+        is none of the keys. Every key is compared, whichever matches, so timing tells nothing."""
+        given = (presented or "").encode("utf-8", "surrogatepass")
+        matched = [n for n, key in enumerate(self._keys, 1) if hmac.compare_digest(given, key)]
+        if not presented or not matched:
+            raise BadApiKey()
+        return f"key-{matched[0]}"

@@ -72,8 +72,9 @@ class Factory:
         assert registered.status_code == 201, registered.text
         return User(registered.json()["user_id"], email.strip().lower(), password, token_of(self.api, email, password))
 
-    def code(self, user: User, day: int = 7, code: str | None = None) -> dict[str, Any]:
-        body: dict[str, Any] = {"day": day} | ({"code": code} if code else {})
+    def code(self, user: User, day: int = 7, code: str | None = None, **more: Any) -> dict[str, Any]:
+        """update_code for `user`; `more` goes into the body as is (`max_uses=5`, `max_uses=None`)."""
+        body: dict[str, Any] = {"day": day} | ({"code": code} if code else {}) | more
         answer = self.api.post("/refer/update_code", json=body, headers=user.auth)
         assert answer.status_code in (200, 201), answer.text
         return answer.json()

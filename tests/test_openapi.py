@@ -40,8 +40,26 @@ def operations(spec: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
 
 
 def validator(spec: dict[str, Any], schema: dict[str, Any]) -> Any:
-    """A validator of `schema` whose `$ref`s resolve into the spec's components."""
-    return jsonschema_rs.validator_for({**schema, "components": spec["components"]}, validate_formats=True)
+    """A validator of `schema` whose `$ref`s resolve into the spec's components (OpenAPI 3.0's `nullable`
+    read as JSON Schema's null type)."""
+    return jsonschema_rs.validator_for(json_schema({**schema, "components": spec["components"]}), validate_formats=True)
+
+
+def json_schema(schema: Any) -> Any:
+    """OpenAPI 3.0's `nullable: true` as JSON Schema says it: the value may also be null."""
+    if isinstance(schema, list):
+        return [json_schema(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    converted = {name: json_schema(value) for name, value in schema.items() if name != "nullable"}
+    if schema.get("nullable"):
+        return {"anyOf": [converted, {"type": "null"}]}
+    return converted
+
+
+def concrete(path: str) -> str:
+    """A documented path with its parameters filled in (`{referral_id}` -> 1)."""
+    return re.sub(r"\{\w+\}", "1", path)
 
 
 def openapi_path(route: Any) -> str:
@@ -148,12 +166,11 @@ def test_request_bodies_have_required_lists_constraints_and_valid_examples(api_o
         if body is None:
             assert routes[key].input is None, key
             continue
-        assert body["required"] is True
         [(_content_type, media)] = body["content"].items()
         name = media["schema"]["$ref"].rsplit("/", 1)[1]
         schema = spec["components"]["schemas"][name]
-        assert schema["required"], key
-        assert set(schema["required"]) <= set(schema["properties"]), key
+        assert body["required"] is bool(schema.get("required")), key  # a body of optional fields may be left out
+        assert set(schema.get("required", ())) <= set(schema["properties"]), key
         assert validator(spec, media["schema"]).is_valid(media["example"]), key
     schemas = spec["components"]["schemas"]
     password = schemas["Credentials"]["properties"]["password"]
@@ -195,6 +212,11 @@ def test_security_schemes_are_bearer_jwt_and_oauth2_password(spec):
     schemes = spec["components"]["securitySchemes"]
     assert schemes["BearerAuth"] == {**BEARER_JWT, "description": schemes["BearerAuth"]["description"]}
     assert schemes["OAuth2Password"]["type"] == "oauth2"
+    assert {k: v for k, v in schemes["IntegrationKey"].items() if k != "description"} == {
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-API-Key",
+    }
     assert schemes["OAuth2Password"]["flows"] == {"password": {"tokenUrl": "/user/token", "scopes": {}}}
     assert "security" not in spec or spec["security"] == []
 
@@ -202,14 +224,19 @@ def test_security_schemes_are_bearer_jwt_and_oauth2_password(spec):
 def test_protected_operations_and_only_they_are_secured_and_really_refuse_without_a_token(api_once, spec):
     routes = declared(api_once.app)
     assert any(op.secured for op in routes.values())
+    assert any(op.keyed for op in routes.values())
     for key, op in operations(spec).items():
         if routes[key].secured:
             assert op["security"] == [{"BearerAuth": []}, {"OAuth2Password": []}], key
+        elif routes[key].keyed:
+            assert op["security"] == [{"IntegrationKey": []}], key
         else:
             assert "security" not in op, key
         method, path = key
+        path = concrete(path)
         answer = api_once.request(method, path, json={}) if method != "GET" else api_once.get(path)
-        assert (answer.status_code == 401) == routes[key].secured, (key, answer.status_code)
+        protected = routes[key].secured or routes[key].keyed
+        assert (answer.status_code == 401) == protected, (key, answer.status_code)
 
 
 def test_a_real_error_matches_the_problem_schema(api_once, spec):

@@ -16,7 +16,7 @@ from datetime import timedelta
 
 import pytest
 
-from referral.cache import CodeCache, email_key, encode
+from referral.cache import ENTRY_VERSION, CodeCache, email_key, encode
 from referral.clock import utcnow
 from referral.config import ConfigError, Settings, load_settings
 from referral.db import codes as code_queries
@@ -86,19 +86,21 @@ async def test_a_cached_code_is_never_served_past_its_expiry(redis_client, servi
 
 FILLED = time.time()
 EXPIRES = (utcnow() + timedelta(days=30)).replace(microsecond=0)
-GOOD = {"user_id": 1, "code": "CODE-1", "expires_at": EXPIRES.isoformat()}
-READABLE = json.dumps({"version": 1, "filled_at": FILLED, "code": GOOD})
+GOOD = {"user_id": 1, "code": "CODE-1", "expires_at": EXPIRES.isoformat(), "max_uses": 5}
+READABLE = json.dumps({"version": ENTRY_VERSION, "filled_at": FILLED, "code": GOOD})
 
 
 def readable_but(**code_changes: object) -> dict:
-    """A version-1 entry filled now, of GOOD's code with `code_changes`."""
-    return {"version": 1, "filled_at": FILLED, "code": {**GOOD, **code_changes}}
+    """An entry of this version filled now, of GOOD's code with `code_changes`."""
+    return {"version": ENTRY_VERSION, "filled_at": FILLED, "code": {**GOOD, **code_changes}}
 
 
 @pytest.mark.parametrize(
     "entry",
     [
-        pytest.param({"version": 2, "filled_at": FILLED, "code": GOOD, "max_uses": 5}, id="a future version"),
+        pytest.param({"version": ENTRY_VERSION + 1, "filled_at": FILLED, "code": GOOD}, id="a future version"),
+        pytest.param({"version": 1, "filled_at": FILLED, "code": GOOD}, id="version 1 (codes without max_uses)"),
+        pytest.param(readable_but(max_uses=0), id="max_uses 0"),
         pytest.param(f"1|{FILLED}|{EXPIRES.isoformat()}|CODE-1", id="the pipe-delimited entry before versions"),
         pytest.param(readable_but(user_id=-5), id="user id -5"),
         pytest.param(readable_but(user_id=2**64), id="user id over 64 bits"),
@@ -106,9 +108,11 @@ def readable_but(**code_changes: object) -> dict:
         pytest.param(readable_but(code="no spaces"), id="a code with a space"),
         pytest.param(readable_but(expires_at="9999-12-31T00:00:00+00:00"), id="year 9999"),
         pytest.param(readable_but(expires_at=EXPIRES.isoformat()[:-6]), id="a naive datetime"),
-        pytest.param(f'{{"version": 1, "filled_at": NaN, "code": {json.dumps(GOOD)}}}', id="filled_at nan"),
-        pytest.param({"version": 1, "filled_at": FILLED + 86_400, "code": GOOD}, id="filled tomorrow"),
-        pytest.param({"version": 1, "code": GOOD}, id="no filled_at"),
+        pytest.param(
+            f'{{"version": {ENTRY_VERSION}, "filled_at": NaN, "code": {json.dumps(GOOD)}}}', id="filled_at nan"
+        ),
+        pytest.param({"version": ENTRY_VERSION, "filled_at": FILLED + 86_400, "code": GOOD}, id="filled tomorrow"),
+        pytest.param({"version": ENTRY_VERSION, "code": GOOD}, id="no filled_at"),
         pytest.param("not json at all", id="not json"),
     ],
 )
@@ -118,7 +122,7 @@ async def test_an_entry_this_code_cannot_read_or_trust_is_a_miss(redis_client, s
         redis_client.set(entry_key(service_name, "a@example.com"), value, px=60_000)
         assert await CodeCache(ttl=60, redis=link).get("a@example.com") is None
         redis_client.set(entry_key(service_name, "a@example.com"), READABLE, px=60_000)
-        served = CodeInfo(1, "CODE-1", EXPIRES)
+        served = CodeInfo(1, "CODE-1", EXPIRES, 5)
         assert await CodeCache(ttl=60, redis=link).get("a@example.com") == served  # a readable one is served
 
 

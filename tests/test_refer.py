@@ -25,7 +25,8 @@ class TestUpdateCode:
         answer = api.post("/refer/update_code", json={"day": 7}, headers=user.auth)
         assert answer.status_code == 201
         body = answer.json()
-        assert set(body) == {"user_id", "code", "exp_date"}
+        assert set(body) == {"user_id", "code", "exp_date", "max_uses"}
+        assert body["max_uses"] is None  # issued without a limit
         assert body["user_id"] == user.id
         assert re.fullmatch(r"[23456789A-HJKMNP-Z]{10}", body["code"])
         assert ISO_WITH_OFFSET.match(body["exp_date"])

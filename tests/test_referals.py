@@ -125,9 +125,22 @@ class TestList:
         answer = api.get("/referals/list", params={"user_id": owner.id}, headers=owner.auth)
         assert answer.status_code == 200
         assert answer.headers["x-total-count"] == "2"
+        unqualified = {"status": "registered", "qualified_at": None}
         assert answer.json() == [
-            {"id": first["id"], "email": first["email"], "code": "FIRST-CODE", "ref_key": first["ref_key"]},
-            {"id": second["id"], "email": second["email"], "code": "SECOND-CODE", "ref_key": second["ref_key"]},
+            {
+                "id": first["id"],
+                "email": first["email"],
+                "code": "FIRST-CODE",
+                "ref_key": first["ref_key"],
+                **unqualified,
+            },
+            {
+                "id": second["id"],
+                "email": second["email"],
+                "code": "SECOND-CODE",
+                "ref_key": second["ref_key"],
+                **unqualified,
+            },
         ]
 
     def test_referrals_keep_their_code_after_it_is_deleted(self, api, make):
@@ -136,7 +149,17 @@ class TestList:
         referred = make.referral(code["code"])
         api.delete("/refer/delete", headers=owner.auth)
         listed = api.get("/referals/list", params={"user_id": owner.id}, headers=owner.auth).json()
-        assert listed == [{"id": referred["id"], "email": referred["email"], "code": code["code"], "ref_key": code}]
+        ref_key = {name: code[name] for name in ("user_id", "code", "exp_date")}  # ref_key keeps its three fields
+        assert listed == [
+            {
+                "id": referred["id"],
+                "email": referred["email"],
+                "code": code["code"],
+                "ref_key": ref_key,
+                "status": "registered",
+                "qualified_at": None,
+            }
+        ]
 
     @pytest.mark.parametrize("form", ["query", "get-body", "post-body"])
     def test_every_request_form(self, api, make, form):

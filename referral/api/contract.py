@@ -9,6 +9,7 @@ build plain dicts that orjson serialises directly.
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from functools import lru_cache
 from typing import (
     Annotated,
@@ -21,7 +22,18 @@ from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, valida
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr
 from typing_extensions import TypedDict
 
-from referral.services.models import CODE_PATTERN, DAY_MAX, DAY_MIN, CodeInfo, ReferralInfo
+from referral.services.models import (
+    CODE_PATTERN,
+    DAY_MAX,
+    DAY_MIN,
+    MAX_USES_MAX,
+    MAX_USES_MIN,
+    CodeInfo,
+    CodeUsage,
+    IntegrationReferral,
+    ReferralInfo,
+    ReferrerStats,
+)
 
 PASSWORD_MIN, PASSWORD_MAX = 8, 256
 LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX = 100, 1000
@@ -153,6 +165,22 @@ class CodeRequest(RequestModel):
         Code | None,
         described("A custom code; omit it (or send null) to keep the active code or get a generated one."),
     ] = None
+    max_uses: Annotated[
+        StrictInt | None,
+        described(
+            "How many referrals the code may register, then 410 `code-exhausted`; null: no limit. Omitted: an "
+            "edit keeps the code's limit, a new code has none.",
+            5,
+            ge=MAX_USES_MIN,
+            le=MAX_USES_MAX,
+            format="int32",
+        ),
+    ] = None
+
+    @property
+    def max_uses_given(self) -> bool:
+        """Whether `max_uses` was in the body (null included): absent keeps the active code's limit."""
+        return "max_uses" in self.model_fields_set
 
 
 class EmailLookup(RequestModel):
@@ -175,6 +203,24 @@ class ReferralListQuery(RequestModel):
     user_id: Annotated[Id, described("Your own user id.", 1)]
     limit: Annotated[Count, described("Page size.", ge=1, le=LIST_LIMIT_MAX)] = LIST_LIMIT_DEFAULT
     offset: Annotated[Count, described("Referrals to skip.")] = 0
+
+
+class QualifyRequest(RequestModel):
+    """The conversion that qualifies the referral; the body may be left out."""
+
+    reference: Annotated[
+        StrictStr | None, described("Your own reference for it: an order id, say.", "order-1042", max_length=128)
+    ] = None
+
+
+class IntegrationListQuery(RequestModel):
+    """Which referrals to sync: after the last id you have, optionally of one status."""
+
+    status: Annotated[
+        Literal["registered", "qualified"] | None, described("Only referrals with this status.", "qualified")
+    ] = None
+    after_id: Annotated[Count, described("The last id of the previous page (0 for the first).")] = 0
+    limit: Annotated[Count, described("Page size.", ge=1, le=LIST_LIMIT_MAX)] = LIST_LIMIT_DEFAULT
 
 
 class UserId(TypedDict):
@@ -205,12 +251,61 @@ class OAuthError(TypedDict):
     error_description: NotRequired[Annotated[str, described(None, "Wrong email or password.")]]
 
 
-class ReferralCode(TypedDict):
-    """A referral code and its expiry."""
+MaxUses = Annotated[int | None, described("Referrals the code may register; null: no limit.", 5, format="int32")]
+ReferralStatus = Annotated[
+    Literal["registered", "qualified"], described("`qualified` once the integrator reported a conversion.")
+]
+QualifiedAt = Annotated[DateTime | None, described("When it qualified; null until then.")]
+
+
+class CodeKey(TypedDict):
+    """A referral code and its expiry (`ref_key`)."""
 
     user_id: Annotated[Id, described("The owner of the code.")]
     code: Annotated[str, described("The code itself.", "K7QX2M9RTA")]
     exp_date: DateTime
+
+
+class ReferralCode(TypedDict):
+    """A referral code, its expiry and its use limit."""
+
+    user_id: Annotated[Id, described("The owner of the code.")]
+    code: Annotated[str, described("The code itself.", "K7QX2M9RTA")]
+    exp_date: DateTime
+    max_uses: MaxUses
+
+
+class CodeStats(TypedDict):
+    """One of your codes and how it was used."""
+
+    code: Annotated[str, described(None, "K7QX2M9RTA")]
+    exp_date: DateTime
+    status: Annotated[
+        Literal["active", "expired", "deleted"],
+        described("`deleted`: deleted, or replaced by a new custom code while it was valid."),
+    ]
+    uses: Annotated[Count, described("Referrals registered with it.", 3)]
+    max_uses: MaxUses
+
+
+class ReferrerStatsAnswer(TypedDict):
+    """Your referrals in numbers, and each code you were issued, newest first."""
+
+    referrals: Annotated[Count, described("Referrals registered with any of your codes.", 12)]
+    qualified: Annotated[Count, described("Of those, the ones the integrator qualified.", 4)]
+    codes: list[CodeStats]
+
+
+class IntegrationReferralAnswer(TypedDict):
+    """A referral, for the integrator's backend."""
+
+    id: Annotated[Id, described("The referral's id.")]
+    email: Annotated[str | None, described("Null once that person deleted their account.", "bob@example.com")]
+    code: Annotated[str, described("The code it registered with.", "K7QX2M9RTA")]
+    referrer_id: Annotated[Id, described("The code's owner.")]
+    status: ReferralStatus
+    qualified_at: QualifiedAt
+    reference: Annotated[str | None, described("The reference given when it qualified.", "order-1042")]
 
 
 class RegisteredReferral(TypedDict):
@@ -219,7 +314,7 @@ class RegisteredReferral(TypedDict):
     id: Annotated[Id, described("The referral's id.")]
     email: Annotated[str, described(None, "bob@example.com")]
     exp_date: Annotated[DateTime, described("The expiry of the code used.")]
-    ref_key: ReferralCode
+    ref_key: CodeKey
 
 
 class ListedReferral(TypedDict):
@@ -228,7 +323,9 @@ class ListedReferral(TypedDict):
     id: Id
     email: Annotated[str, described(None, "bob@example.com")]
     code: Annotated[str, described("The code the referral registered with.", "K7QX2M9RTA")]
-    ref_key: ReferralCode
+    ref_key: CodeKey
+    status: ReferralStatus
+    qualified_at: QualifiedAt
 
 
 class Health(TypedDict):
@@ -250,14 +347,59 @@ class Problem(TypedDict):
     ]
 
 
+def date_json(moment: datetime) -> str:
+    return moment.isoformat(timespec="seconds")
+
+
+def code_key_json(code: CodeInfo) -> CodeKey:
+    return {"user_id": code.user_id, "code": code.code, "exp_date": date_json(code.expires_at)}
+
+
 def code_json(code: CodeInfo) -> ReferralCode:
-    return {"user_id": code.user_id, "code": code.code, "exp_date": code.expires_at.isoformat(timespec="seconds")}
+    return {**code_key_json(code), "max_uses": code.max_uses}
 
 
 def registered_referral_json(referral: ReferralInfo) -> RegisteredReferral:
-    ref_key = code_json(referral.code)
+    ref_key = code_key_json(referral.code)
     return {"id": referral.id, "email": referral.email, "exp_date": ref_key["exp_date"], "ref_key": ref_key}
 
 
 def listed_referral_json(referral: ReferralInfo) -> ListedReferral:
-    return {"id": referral.id, "email": referral.email, "code": referral.code.code, "ref_key": code_json(referral.code)}
+    return {
+        "id": referral.id,
+        "email": referral.email,
+        "code": referral.code.code,
+        "ref_key": code_key_json(referral.code),
+        "status": referral.status,  # type: ignore[typeddict-item]
+        "qualified_at": date_json(referral.qualified_at) if referral.qualified_at else None,
+    }
+
+
+def stats_json(stats: ReferrerStats) -> ReferrerStatsAnswer:
+    return {
+        "referrals": stats.referrals,
+        "qualified": stats.qualified,
+        "codes": [code_stats_json(c) for c in stats.codes],
+    }
+
+
+def code_stats_json(usage: CodeUsage) -> CodeStats:
+    return {
+        "code": usage.code,
+        "exp_date": date_json(usage.expires_at),
+        "status": usage.status,  # type: ignore[typeddict-item]
+        "uses": usage.uses,
+        "max_uses": usage.max_uses,
+    }
+
+
+def integration_referral_json(referral: IntegrationReferral) -> IntegrationReferralAnswer:
+    return {
+        "id": referral.id,
+        "email": referral.email,
+        "code": referral.code,
+        "referrer_id": referral.referrer_id,
+        "status": referral.status,  # type: ignore[typeddict-item]
+        "qualified_at": date_json(referral.qualified_at) if referral.qualified_at else None,
+        "reference": referral.reference,
+    }

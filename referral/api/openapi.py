@@ -9,6 +9,7 @@ route: the document cannot drift from what the app serves.
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -28,15 +29,18 @@ from referral.api.problems import (
     MalformedRequest,
     problem_body,
 )
-from referral.api.routing import FORM, JSON, Answer, Operation
+from referral.api.routing import FORM, JSON, Answer, Operation, requires_a_field
 from referral.errors import DatabaseUnavailable, RateLimited
+from referral.security import BadApiKey
 from referral.services.users import NotAuthenticated
 
 API_VERSION = "1.0.0"
 BEARER = "BearerAuth"
 OAUTH2 = "OAuth2Password"
+API_KEY = "IntegrationKey"
 TOKEN_URL = "/user/token"  # noqa: S105 - a path, not a secret
 COMPONENTS = "#/components/schemas/"
+PATH_PARAMETER = re.compile(r"<(\w+):int>")
 
 DESCRIPTION = """\
 Sign up, get an expiring referral code, share it, and see who registered with it.
@@ -44,6 +48,8 @@ Sign up, get an expiring referral code, share it, and see who registered with it
 **Authentication.** Protected operations take a JWT in `Authorization: Bearer <token>` (or, as the
 original API had it, `authorization: <token>`). Get one from `POST /user/auth` (JSON) or
 `POST /user/token` (the OAuth 2.0 password grant, which Swagger UI's **Authorize** button uses).
+The integrator's backend calls `/integration/*` with `X-API-Key: <one of INTEGRATION_KEYS>` (also
+offered by **Authorize**); a key opens nothing else, and a user's token does not open those.
 
 **Errors** are RFC 9457 problem details (`application/problem+json`): `type`, `title`, `status`,
 `detail`, and for validation failures `errors` naming each bad field. `/user/token` answers errors
@@ -59,6 +65,13 @@ SECURITY_SCHEMES = {
         "bearerFormat": "JWT",
         "description": "A JWT from `/user/auth` or `/user/token`, sent as `Authorization: Bearer <token>`.",
     },
+    API_KEY: {
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-API-Key",
+        "description": "One of INTEGRATION_KEYS, for the integrator's backend: `/integration/*` only (a user's "
+        "token never opens them, and a key opens nothing else).",
+    },
     OAUTH2: {
         "type": "oauth2",
         "description": "OAuth 2.0 password grant: Swagger UI's Authorize button trades an email and password "
@@ -67,7 +80,10 @@ SECURITY_SCHEMES = {
     },
 }
 HEADER_DOCS = {
-    "WWW-Authenticate": {"description": "`Bearer`, with the realm.", "schema": {"type": "string"}},
+    "WWW-Authenticate": {
+        "description": "`Bearer` (`ApiKey` on `/integration/*`), with the realm.",
+        "schema": {"type": "string"},
+    },
     "Retry-After": {"description": "Seconds to wait before trying again.", "schema": {"type": "integer", "minimum": 1}},
 }
 EXAMPLE_FIELD_ERRORS = {"email": "is not a valid email address"}
@@ -85,7 +101,9 @@ def openapi_document(app: Sanic, *, title: str) -> dict[str, Any]:
     for path, op in operations:
         tags.setdefault(op.tag, inspect.getdoc(inspect.getmodule(op.handler)) or op.tag)
         for method in op.methods:
-            paths.setdefault("/" + path, {})[method.lower()] = _operation(op, method, schemas)
+            paths.setdefault("/" + PATH_PARAMETER.sub(r"{\1}", path), {})[method.lower()] = _operation(
+                op, method, schemas, path
+            )
     return {
         "openapi": "3.0.3",
         "info": {"title": title, "version": API_VERSION, "description": DESCRIPTION},
@@ -95,7 +113,7 @@ def openapi_document(app: Sanic, *, title: str) -> dict[str, Any]:
     }
 
 
-def _operation(op: Operation, method: str, schemas: Schemas) -> dict[str, Any]:
+def _operation(op: Operation, method: str, schemas: Schemas, path: str) -> dict[str, Any]:
     json_body = op.input is not None and method != "GET" and op.source != "form"
     document: dict[str, Any] = {
         "operationId": op.operation_id(method),
@@ -103,14 +121,20 @@ def _operation(op: Operation, method: str, schemas: Schemas) -> dict[str, Any]:
         "description": inspect.getdoc(op.handler) or op.summary,
         "tags": [op.tag],
     }
+    parameters = _path_parameters(path)
     if op.input is not None and method == "GET":
-        document["parameters"] = _query_parameters(schemas.components[op.input.__name__])
+        parameters += _query_parameters(schemas.components[op.input.__name__])
     elif op.input is not None:
         schema = schemas.refs[op.input]
         media = {"schema": schema, "example": schemas.example(schema)}
-        document["requestBody"] = {"required": True, "content": {JSON if json_body else FORM: media}}
+        required = op.source == "form" or requires_a_field(op.input)
+        document["requestBody"] = {"required": required, "content": {JSON if json_body else FORM: media}}
+    if parameters:
+        document["parameters"] = parameters
     if op.secured:
         document["security"] = [{BEARER: []}, {OAUTH2: []}]
+    if op.keyed:
+        document["security"] = [{API_KEY: []}]
     responses = {str(success.status): _success(success, schemas) for success in op.answers}
     for status, errors in _error_statuses(op, json_body).items():
         responses.setdefault(str(status), _problem(status, errors))
@@ -131,6 +155,8 @@ def _error_statuses(op: Operation, json_body: bool) -> dict[int, list[type[Excep
         errors.append(InvalidInput)
     if op.secured:
         errors.append(NotAuthenticated)
+    if op.keyed:
+        errors.append(BadApiKey)
     if (op.limit is not None or op.user_limit) and not op.oauth_errors:
         errors.append(RateLimited)
     errors.extend(op.errors)
@@ -143,8 +169,14 @@ def _error_statuses(op: Operation, json_body: bool) -> dict[int, list[type[Excep
 def _problem(status: int, errors: list[type[Exception]]) -> dict[str, Any]:
     """The errors behind `status` in one answer: each message in its description, the first as the example."""
     messages = [getattr(error, "message", "") for error in errors] or [TOO_LARGE]
-    slug = PROBLEMS[errors[0]].slug if errors else ""
-    example = problem_body(status, messages[0], slug=slug, errors=EXAMPLE_FIELD_ERRORS if status == 422 else None)
+    first = PROBLEMS[errors[0]] if errors else None
+    example = problem_body(
+        status,
+        messages[0],
+        slug=first.slug if first else "",
+        errors=EXAMPLE_FIELD_ERRORS if status == 422 else None,
+        title=first.title if first else None,
+    )
     headers = {name: HEADER_DOCS[name] for error in errors for name in PROBLEMS[error].headers}
     description = " Or: ".join(dict.fromkeys(messages))
     return _response(description, {"$ref": COMPONENTS + "Problem"}, example, headers, PROBLEM_CONTENT_TYPE)
@@ -166,6 +198,14 @@ def _response(
 ) -> dict[str, Any]:
     response = {"description": description, "content": {media_type: {"schema": schema, "example": example}}}
     return {**response, "headers": headers} if headers else response
+
+
+def _path_parameters(path: str) -> list[dict[str, Any]]:
+    """Sanic's `<name:int>` path parameters (the only kind the routes use), as OpenAPI's."""
+    return [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "integer", "format": "int32", "minimum": 1}}
+        for name in PATH_PARAMETER.findall(path)
+    ]
 
 
 def _query_parameters(schema: dict[str, Any]) -> list[dict[str, Any]]:

@@ -29,9 +29,17 @@ from referral.errors import (
     ServiceError,
 )
 from referral.logs import security_event
+from referral.security import BadApiKey
 from referral.services.codes import CodeTaken, NoActiveCode
 from referral.services.passwords import PasswordRefused
-from referral.services.referrals import AlreadyReferred, CodeNotActive, SelfReferral, UnknownCode
+from referral.services.referrals import (
+    AlreadyReferred,
+    CodeExhausted,
+    CodeNotActive,
+    SelfReferral,
+    UnknownCode,
+    UnknownReferral,
+)
 from referral.services.users import BadCredentials, EmailTaken, NotAuthenticated, WrongPassword
 
 log = logging.getLogger("referral.errors")
@@ -40,6 +48,7 @@ T = TypeVar("T")
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that went away before its answer
 WWW_AUTHENTICATE = {"WWW-Authenticate": 'Bearer realm="referral"'}
+API_KEY_AUTHENTICATE = {"WWW-Authenticate": 'ApiKey realm="referral-integration"'}
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 NOSNIFF = {"X-Content-Type-Options": "nosniff"}
 
@@ -75,6 +84,7 @@ class ProblemType:
     status: int
     slug: str
     headers: Mapping[str, str] = field(default_factory=dict)
+    title: str | None = None  # the problem's own title; the status phrase when None
 
     @property
     def type(self) -> str:
@@ -85,15 +95,18 @@ PROBLEMS: dict[type[Exception], ProblemType] = {
     MalformedRequest: ProblemType(400, "malformed-request"),
     NotAuthenticated: ProblemType(401, "unauthorized", WWW_AUTHENTICATE),
     BadCredentials: ProblemType(401, "bad-credentials", WWW_AUTHENTICATE),
+    BadApiKey: ProblemType(401, "bad-api-key", API_KEY_AUTHENTICATE),
     Forbidden: ProblemType(403, "forbidden"),
     WrongPassword: ProblemType(403, "wrong-password"),
     UnknownCode: ProblemType(404, "unknown-code"),
     NoActiveCode: ProblemType(404, "no-active-code"),
+    UnknownReferral: ProblemType(404, "unknown-referral"),
     EmailTaken: ProblemType(409, "email-taken"),
     CodeTaken: ProblemType(409, "code-taken"),
     AlreadyReferred: ProblemType(409, "already-referred"),
     DataConflict: ProblemType(409, "conflict"),
     CodeNotActive: ProblemType(410, "code-not-active"),
+    CodeExhausted: ProblemType(410, "code-exhausted", title="Referral code used up"),
     InvalidInput: ProblemType(422, "validation-error"),
     SelfReferral: ProblemType(422, "self-referral"),
     PasswordRefused: ProblemType(422, "password-refused"),
@@ -126,11 +139,11 @@ def problem_type(exception: BaseException) -> ProblemType | None:
 
 
 def problem_body(
-    status: int, detail: str, *, slug: str = "", errors: Mapping[str, str] | None = None
+    status: int, detail: str, *, slug: str = "", errors: Mapping[str, str] | None = None, title: str | None = None
 ) -> dict[str, Any]:
     body: dict[str, Any] = {
         "type": f"urn:referral:problem:{slug}" if slug else "about:blank",
-        "title": HTTPStatus(status).phrase,
+        "title": title or HTTPStatus(status).phrase,
         "status": status,
         "detail": detail,
     }
@@ -176,6 +189,7 @@ class ProblemErrorHandler(ErrorHandler):
                 slug=found.slug,
                 errors=getattr(exception, "errors", None),
                 headers=_answer_headers(found, exception),
+                title=found.title,
             )
         if isinstance(exception, SanicException):
             if exception.status_code >= 500:
@@ -203,8 +217,9 @@ class ProblemErrorHandler(ErrorHandler):
         slug: str = "",
         errors: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
+        title: str | None = None,
     ) -> HTTPResponse:
-        body = problem_body(status, detail, slug=slug, errors=errors)
+        body = problem_body(status, detail, slug=slug, errors=errors, title=title)
         return json(body, status=status, headers={**NOSNIFF, **(headers or {})}, content_type=PROBLEM_CONTENT_TYPE)
 
 

@@ -1,13 +1,20 @@
-"""/refer: the authenticated user's own code, and looking a code up by its owner's email."""
+"""/refer: the authenticated user's own code and numbers, and looking a code up by its owner's email."""
 
 from __future__ import annotations
 
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse
 
-from referral.api.contract import CodeRequest, EmailLookup, ReferralCode, code_json
+from referral.api.contract import (
+    CodeRequest,
+    EmailLookup,
+    ReferralCode,
+    ReferrerStatsAnswer,
+    code_json,
+    stats_json,
+)
 from referral.api.routing import Answer, answer, operation, services
-from referral.services.codes import CodeTaken, NoActiveCode
+from referral.services.codes import KEEP, CodeTaken, NoActiveCode
 
 bp = Blueprint("refer", url_prefix="/refer")
 
@@ -28,9 +35,14 @@ async def update_code(request: Request, user_id: int, body: CodeRequest) -> HTTP
     """Give your code `day` more days from now: 200 when you had an active code, 201 when a new one was issued.
 
     With `code`, that string becomes your code (409 when anyone ever used it); without it the active
-    code keeps its string, or a short unguessable one is generated. POST and PUT do the same.
+    code keeps its string, or a short unguessable one is generated. `max_uses` caps the referrals the
+    code may register (null: no limit; omitted: an edit keeps the limit, a new code has none); a new
+    custom code on an edit carries the limit over and counts its own uses. POST and PUT do the same.
     """
-    code, created = await services(request).codes.issue_or_edit(user_id, days=body.day, custom_code=body.code)
+    max_uses = body.max_uses if body.max_uses_given else KEEP
+    code, created = await services(request).codes.issue_or_edit(
+        user_id, days=body.day, custom_code=body.code, max_uses=max_uses
+    )
     return answer(code_json(code), status=201 if created else 200)
 
 
@@ -67,3 +79,17 @@ async def getcode(request: Request, body: EmailLookup) -> HTTPResponse:
     No authentication: a referrer shares their email, a newcomer looks the code up.
     """
     return answer(code_json(await services(request).codes.find_by_email(body.email)))
+
+
+@operation(
+    bp,
+    "GET",
+    "/stats",
+    summary="Your referral numbers",
+    answers=Answer(200, ReferrerStatsAnswer),
+)
+async def get_stats(request: Request, user_id: int) -> HTTPResponse:
+    """How many referrals your codes registered and how many qualified, and each code you were issued
+    (newest first) with its status, uses and limit. Kept as counters: as fast at 100,000 referrals as at 10.
+    """
+    return answer(stats_json(await services(request).referrals.stats_for(user_id)))

@@ -17,7 +17,7 @@ from referral.api.problems import Forbidden
 from referral.api.routing import Answer, answer, client_ip, operation, services
 from referral.errors import Overloaded
 from referral.services.passwords import PasswordRefused
-from referral.services.referrals import AlreadyReferred, CodeNotActive, SelfReferral, UnknownCode
+from referral.services.referrals import AlreadyReferred, CodeExhausted, CodeNotActive, SelfReferral, UnknownCode
 from referral.services.users import EmailTaken
 
 bp = Blueprint("referals", url_prefix="/referals")
@@ -31,14 +31,24 @@ bp = Blueprint("referals", url_prefix="/referals")
     answers=Answer(201, RegisteredReferral, "Registered as a referral of the code's owner."),
     limit="referals/register",
     no_store=True,
-    errors=(UnknownCode, CodeNotActive, AlreadyReferred, EmailTaken, SelfReferral, PasswordRefused, Overloaded),
+    errors=(
+        UnknownCode,
+        CodeNotActive,
+        CodeExhausted,
+        AlreadyReferred,
+        EmailTaken,
+        SelfReferral,
+        PasswordRefused,
+        Overloaded,
+    ),
 )
 async def register_referral(request: Request, body: ReferralRegistration) -> HTTPResponse:
     """Register an email as a referral of the code's owner. With `password` it also becomes a user who can sign in.
 
     One referral per mailbox: `Bob+x@example.com` and `bob@example.com` are the same inbox (so are
     dotted gmail.com addresses), and no mailbox of the code's owner may use the code.
-    The code must be active: 404 for a code never issued, 410 for an expired or deleted one.
+    The code must be active: 404 for a code never issued, 410 for an expired or deleted one, or one
+    used up (`code-exhausted`: it registered its `max_uses`).
     `exp_date` is the expiry of the code used.
     """
     referral = await services(request).referrals.register(
@@ -62,7 +72,8 @@ async def register_referral(request: Request, body: ReferralRegistration) -> HTT
     errors=(Forbidden,),
 )
 async def list_referrals(request: Request, user_id: int, body: ReferralListQuery) -> HTTPResponse:
-    """The referrals registered with any of your codes, oldest first, with `X-Total-Count`.
+    """The referrals registered with any of your codes, oldest first, with `X-Total-Count`, each with its
+    `status` (`qualified` once the integrator reported a conversion) and `qualified_at`.
 
     `user_id` must be your own (403 otherwise); page with `limit` (1 to 1000) and `offset`.
     """

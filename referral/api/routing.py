@@ -21,6 +21,7 @@ from sanic.response import HTTPResponse
 from referral import metrics
 from referral.api.problems import NO_STORE, NOSNIFF, InvalidInput, MalformedRequest
 from referral.errors import RateLimited
+from referral.security import BadApiKey
 
 if TYPE_CHECKING:
     from referral.app import AppContext
@@ -54,7 +55,8 @@ class Operation:
     answers: tuple[Answer, ...]
     input: type[BaseModel] | None = None
     source: Source = "json"
-    secured: bool = False
+    secured: bool = False  # a user's token (`user_id`)
+    keyed: bool = False  # an integration key (`integration_caller`): `/integration/*`, never a user's token
     limit: str | None = None  # the per-IP rate-limit scope
     user_limit: bool = False  # an authenticated write: counted against RATE_LIMIT_USER
     no_store: bool = False  # the answer carries a token or an email: never cached
@@ -85,10 +87,12 @@ def operation(
     """Register the handler on `bp` for `methods` (e.g. "GET|POST") and describe it for the document.
 
     The handler's signature says the rest: a `user_id` parameter makes the operation secured (it gets
-    the token's user), a `body: Model` one makes `Model` its input, read from the JSON body (or, with
-    GET among the methods, from the query string when it has any of the fields). `form` is the model
-    of a form the handler reads itself, for the document. The docstring is the description. `head`
-    also answers HEAD as GET, without the body (load balancers probe so); HEAD is not documented.
+    the token's user), an `integration_caller` one makes it take an integration key instead (it gets
+    the key's name, and the rate limit counts per key), a `body: Model` one makes `Model` its input,
+    read from the JSON body (or, with GET among the methods, from the query string when it has any of
+    the fields). `form` is the model of a form the handler reads itself, for the document. The
+    docstring is the description. `head` also answers HEAD as GET, without the body (load balancers
+    probe so); HEAD is not documented.
     """
     method_list = tuple(methods.split("|"))
 
@@ -105,6 +109,7 @@ def operation(
             input=input,
             source="form" if form else "query_or_json" if "GET" in method_list else "json",
             secured="user_id" in parameters,
+            keyed="integration_caller" in parameters,
             limit=limit,
             user_limit=user_limit,
             no_store=no_store,
@@ -121,17 +126,15 @@ def operation(
 def _endpoint(op: Operation) -> Handler:
     read = _READERS[op.source] if op.input is not None else None
     model, handler, scope, secured, user_limit = op.input, op.handler, op.limit, op.secured, op.user_limit
-    no_store = op.no_store
+    no_store, keyed = op.no_store, op.keyed
 
-    async def endpoint(request: Request) -> HTTPResponse:
+    async def endpoint(request: Request, **path: Any) -> HTTPResponse:
         ctx = request.app.ctx
-        if scope is not None and ctx.rate_limits.enabled:  # RATE_LIMIT=off: not even the address is read
-            try:
-                await ctx.rate_limits.hit_ip(client_ip(request), scope)
-            except RateLimited:
-                metrics.rate_limited(scope)
-                raise
-        kwargs: dict[str, Any] = {}
+        kwargs: dict[str, Any] = path  # the path's parameters (`<referral_id:int>`), typed by Sanic
+        if keyed:
+            kwargs["integration_caller"] = await _integration_caller(request, scope)
+        elif scope is not None and ctx.rate_limits.enabled:  # RATE_LIMIT=off: not even the address is read
+            await _counted(ctx.rate_limits.hit_ip(client_ip(request), scope), scope)
         if secured:
             user_id = await ctx.users.user_of_token(token_from_header(request.headers.get("authorization")))
             request.ctx.user_id = user_id  # for the access line
@@ -152,6 +155,30 @@ def _endpoint(op: Operation) -> Handler:
     endpoint.__name__ = endpoint.__qualname__ = op.name
     endpoint.__doc__ = handler.__doc__
     return endpoint
+
+
+async def _counted(hit: Awaitable[None], scope: str) -> None:
+    """A rate-limit hit; a refusal is counted in the metrics before it is raised."""
+    try:
+        await hit
+    except RateLimited:
+        metrics.rate_limited(scope)
+        raise
+
+
+async def _integration_caller(request: Request, scope: str | None) -> str:
+    """The name of the request's integration key, counted against that key's limit; a missing or wrong key
+    counts against the client address's limit, then answers 401 (BadApiKey)."""
+    ctx = request.app.ctx
+    try:
+        caller = ctx.integration_keys.caller(request.headers.get("x-api-key"))
+    except BadApiKey:
+        if scope is not None:
+            await _counted(ctx.rate_limits.hit_ip(client_ip(request), scope), scope)
+        raise
+    if scope is not None:
+        await _counted(ctx.rate_limits.hit_key(caller, scope), scope)
+    return caller
 
 
 def services(request: Request) -> AppContext:
@@ -207,7 +234,15 @@ def json_body(request: Request) -> Any:
 
 
 def from_json(request: Request, model: type[M]) -> M:
-    return validated(model, json_body(request))
+    """The model from the JSON body; no body at all is an empty object when the model requires no field."""
+    body = json_body(request)
+    if body is None and not requires_a_field(model):
+        body = {}
+    return validated(model, body)
+
+
+def requires_a_field(model: type[BaseModel]) -> bool:
+    return any(field.is_required() for field in model.model_fields.values())
 
 
 def from_query_or_json(request: Request, model: type[M]) -> M:

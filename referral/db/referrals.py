@@ -7,11 +7,12 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from databases.interfaces import Record
 
 from referral.db.compiled import CompiledQuery
 from referral.db.database import ReferralDatabase, dialect_insert, insert_ignoring_conflict
 from referral.db.tables import referral, referral_code, referral_count
-from referral.outbox.record import record_event
+from referral.outbox.record import iso_date, record_event
 
 
 async def insert_referral(
@@ -52,6 +53,8 @@ REFERRAL_PAGE = CompiledQuery(
         referral_code.c.user_id,
         referral_code.c.code,
         referral_code.c.expires_at,
+        referral.c.status,
+        referral.c.qualified_at,
         sa.select(referral_count.c.total)
         .where(referral_count.c.referrer_id == sa.bindparam("referrer_id"))
         .scalar_subquery()
@@ -84,3 +87,79 @@ async def count_one_more(db: ReferralDatabase, *, referrer_id: int) -> None:
 async def count_referrals(db: ReferralDatabase, *, referrer_id: int) -> int:
     query = sa.select(referral_count.c.total).where(referral_count.c.referrer_id == referrer_id)
     return await db.fetch_val(query) or 0
+
+
+async def counts_of(db: ReferralDatabase, *, referrer_id: int) -> tuple[int, int]:
+    """The referrer's referrals and qualified referrals, from the counters (never counting rows)."""
+    query = sa.select(referral_count.c.total, referral_count.c.qualified).where(
+        referral_count.c.referrer_id == referrer_id
+    )
+    row = await db.fetch_one(query)
+    return (row["total"], row["qualified"]) if row is not None else (0, 0)
+
+
+INTEGRATION_COLUMNS = (
+    referral.c.id,
+    referral.c.email,
+    referral_code.c.code,
+    referral.c.referrer_id,
+    referral.c.status,
+    referral.c.qualified_at,
+    referral.c.reference,
+)
+
+
+async def qualify(db: ReferralDatabase, referral_id: int, *, reference: str | None, now: datetime) -> bool:
+    """Mark a registered referral qualified, count it for its referrer and record `referral.qualified`:
+    whether it was registered until now (False: unknown, or qualified before). One conditional UPDATE, so of
+    concurrent calls exactly one qualifies it; run it in a transaction."""
+    r = referral.c
+    query = (
+        referral.update()
+        .where(r.id == referral_id, r.status == "registered")
+        .values(status="qualified", qualified_at=now, reference=reference)
+        .returning(r.referrer_id, r.code_id)
+    )
+    row = await db.fetch_one(query)
+    if row is None:
+        return False
+    counted = (
+        referral_count.update()
+        .where(referral_count.c.referrer_id == row["referrer_id"])
+        .values(qualified=referral_count.c.qualified + 1)
+    )
+    await db.execute(counted)
+    code = await db.fetch_val(sa.select(referral_code.c.code).where(referral_code.c.id == row["code_id"]))
+    data = {
+        "referral_id": referral_id,
+        "referrer_id": row["referrer_id"],
+        "code": code,
+        "qualified_at": iso_date(now),
+        "reference": reference,
+    }
+    await record_event(db, "referral.qualified", data, now=now)
+    return True
+
+
+async def get_for_integration(db: ReferralDatabase, referral_id: int) -> Record | None:
+    query = (
+        sa.select(*INTEGRATION_COLUMNS)
+        .select_from(referral.join(referral_code, referral.c.code_id == referral_code.c.id))
+        .where(referral.c.id == referral_id)
+    )
+    return await db.fetch_one(query)
+
+
+async def list_for_integration(db: ReferralDatabase, *, after_id: int, limit: int, status: str | None) -> list[Record]:
+    """Every user's referrals after `after_id`, oldest first (keyset pagination: a page never repeats or
+    skips a row, whatever is inserted meanwhile)."""
+    query = (
+        sa.select(*INTEGRATION_COLUMNS)
+        .select_from(referral.join(referral_code, referral.c.code_id == referral_code.c.id))
+        .where(referral.c.id > after_id)
+        .order_by(referral.c.id)
+        .limit(limit)
+    )
+    if status is not None:
+        query = query.where(referral.c.status == status)
+    return await db.fetch_all(query)

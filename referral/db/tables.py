@@ -18,7 +18,7 @@ NAMING_CONVENTION = {
 
 metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
 
-REVISION = "0004"
+REVISION = "0005"
 """The Alembic revision these tables are (tests/test_migrations.py checks it is alembic/versions' head):
 each worker compares the database's with it without loading Alembic."""
 
@@ -66,6 +66,10 @@ referral_code = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     # Set when the code is deleted, replaced, or found expired while a new one is issued.
     sa.Column("retired_at", UTCDateTime, nullable=True),
+    # Referrals it may register (null: no limit), and those it did: the registering transaction adds one
+    # only while `uses < max_uses` (referral.db.codes.use_code), so the database holds the limit.
+    sa.Column("max_uses", sa.Integer, nullable=True),
+    sa.Column("uses", sa.Integer, nullable=False, server_default="0"),
     sa.Index(
         "uq_referral_code_user_id_live",
         "user_id",
@@ -88,18 +92,25 @@ referral = sa.Table(
     # The account created with the referral when a password was given.
     sa.Column("user_id", sa.Integer, sa.ForeignKey("user.id", ondelete="SET NULL"), nullable=True),
     sa.Column("created_at", UTCDateTime, nullable=False),
+    # "registered", then "qualified" once the integrator reports a conversion (with its time and reference).
+    sa.Column("status", sa.String(16), nullable=False, server_default="registered"),
+    sa.Column("qualified_at", UTCDateTime, nullable=True),
+    sa.Column("reference", sa.String(128), nullable=True),
     sa.Index("ix_referral_referrer_id_id", "referrer_id", "id"),
+    sa.Index("ix_referral_status_id", "status", "id"),
     sa.Index("ix_referral_code_id", "code_id"),
 )
 
 
-# How many referrals each referrer has, kept in the transaction that registers one, so that
-# `/referals/list` answers X-Total-Count with one row read instead of counting a growing list.
+# How many referrals each referrer has, and how many of them qualified, kept in the transactions that
+# register and qualify one, so that `/referals/list` (X-Total-Count) and `/refer/stats` read one row
+# instead of counting a growing list.
 referral_count = sa.Table(
     "referral_count",
     metadata,
     sa.Column("referrer_id", sa.Integer, sa.ForeignKey("user.id", ondelete="CASCADE"), primary_key=True),
     sa.Column("total", sa.Integer, nullable=False),
+    sa.Column("qualified", sa.Integer, nullable=False, server_default="0"),
 )
 
 

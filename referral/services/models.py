@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated
 
 from pydantic import AwareDatetime, Field
@@ -10,6 +11,7 @@ from pydantic import AwareDatetime, Field
 CODE_PATTERN = r"^[A-Za-z0-9_-]{4,32}$"
 DAY_MIN, DAY_MAX = 1, 365  # a code lives this many days from its last update
 ID_MAX = 2**31 - 1  # ids are INTEGER columns
+MAX_USES_MIN, MAX_USES_MAX = 1, 1_000_000  # a code's use limit; null: none
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +22,7 @@ class CodeInfo:
     user_id: Annotated[int, Field(ge=1, le=ID_MAX)]
     code: Annotated[str, Field(max_length=32, pattern=CODE_PATTERN)]
     expires_at: AwareDatetime
+    max_uses: Annotated[int | None, Field(ge=MAX_USES_MIN, le=MAX_USES_MAX)] = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +30,37 @@ class ReferralInfo:
     id: int
     email: str
     code: CodeInfo
+    status: str = "registered"
+    qualified_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IntegrationReferral:
+    """A referral as the integrator sees it (`/integration/*`)."""
+
+    id: int
+    email: str
+    code: str
+    referrer_id: int
+    status: str
+    qualified_at: datetime | None
+    reference: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CodeUsage:
+    code: str
+    expires_at: datetime
+    status: str  # "active", "expired" or "deleted"
+    uses: int
+    max_uses: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReferrerStats:
+    referrals: int
+    qualified: int
+    codes: list[CodeUsage]
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,15 +1,26 @@
-"""Referrals: registering with a code (optionally as a full user) and a referrer's list."""
+"""Referrals: registering with a code (optionally as a full user), a referrer's list and stats, and the
+integrator's qualification of a referral."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
 
 from referral.clock import utcnow
 from referral.db import codes, referrals, users
 from referral.db.database import ReferralDatabase
 from referral.errors import InvalidField, ServiceError
 from referral.security import PasswordHasher
-from referral.services.codes import is_active
+from referral.services.codes import code_status, is_active
 from referral.services.mailboxes import canonical_mailbox
-from referral.services.models import CodeInfo, ReferralInfo, ReferralPage
+from referral.services.models import (
+    CodeInfo,
+    CodeUsage,
+    IntegrationReferral,
+    ReferralInfo,
+    ReferralPage,
+    ReferrerStats,
+)
 from referral.services.passwords import check_new_password
 from referral.services.users import EmailTaken
 
@@ -24,6 +35,14 @@ class CodeNotActive(ServiceError):
 
 class AlreadyReferred(ServiceError):
     message = "This email (or another address of the same mailbox) is already registered as a referral."
+
+
+class CodeExhausted(ServiceError):
+    message = "This referral code was used up: it reached its limit of uses."
+
+
+class UnknownReferral(ServiceError):
+    message = "No referral with this id exists."
 
 
 class SelfReferral(InvalidField):
@@ -59,6 +78,8 @@ class ReferralService:
                 raise CodeNotActive()
             if canonical_mailbox(used["owner_email"]) == mailbox:
                 raise SelfReferral()
+            if not await codes.use_code(self.db, used["id"]):
+                raise CodeExhausted()
             new_user_id = None
             if password_hash is not None:
                 new_user_id = await users.insert_user(
@@ -79,14 +100,64 @@ class ReferralService:
             if referral_id is None:
                 raise AlreadyReferred()
             await referrals.count_one_more(self.db, referrer_id=used["user_id"])
-        return ReferralInfo(referral_id, email, CodeInfo(used["user_id"], used["code"], used["expires_at"]))
+        code_info = CodeInfo(used["user_id"], used["code"], used["expires_at"], used["max_uses"])
+        return ReferralInfo(referral_id, email, code_info)
 
     async def list_for(self, referrer_id: int, *, limit: int, offset: int) -> ReferralPage:
         """One page of the referrer's referrals, oldest first, with the total count."""
         rows = await referrals.list_referrals(self.db, referrer_id=referrer_id, limit=limit, offset=offset)
         total = rows[0]["total"] if rows else await referrals.count_referrals(self.db, referrer_id=referrer_id)
         items = [
-            ReferralInfo(row["id"], row["email"], CodeInfo(row["user_id"], row["code"], row["expires_at"]))
+            ReferralInfo(
+                row["id"],
+                row["email"],
+                CodeInfo(row["user_id"], row["code"], row["expires_at"]),
+                row["status"],
+                row["qualified_at"],
+            )
             for row in rows
         ]
         return ReferralPage(items, total)
+
+    async def stats_for(self, user_id: int) -> ReferrerStats:
+        """The referrer's totals (from the counters kept with each registration and qualification) and every
+        code they were issued, newest first: its time does not grow with the number of referrals."""
+        total, qualified = await referrals.counts_of(self.db, referrer_id=user_id)
+        now = utcnow()
+        usage = [
+            CodeUsage(
+                row["code"],
+                row["expires_at"],
+                code_status(row["expires_at"], row["retired_at"], now=now),
+                row["uses"],
+                row["max_uses"],
+            )
+            for row in await codes.codes_of_user(self.db, user_id)
+        ]
+        return ReferrerStats(total, qualified, usage)
+
+    async def qualify(self, referral_id: int, *, reference: str | None) -> IntegrationReferral:
+        """Mark the referral qualified (a conversion the integrator reports); idempotent: a referral qualified
+        before keeps its first time and reference, and `referral.qualified` is recorded once."""
+        async with self.db.transaction():
+            await referrals.qualify(self.db, referral_id, reference=reference, now=utcnow())
+            row = await referrals.get_for_integration(self.db, referral_id)
+        if row is None:
+            raise UnknownReferral()
+        return integration_referral(row)
+
+    async def list_all(self, *, after_id: int, limit: int, status: str | None) -> list[IntegrationReferral]:
+        rows = await referrals.list_for_integration(self.db, after_id=after_id, limit=limit, status=status)
+        return [integration_referral(row) for row in rows]
+
+
+def integration_referral(row: Mapping[str, Any]) -> IntegrationReferral:
+    return IntegrationReferral(
+        row["id"],
+        row["email"],
+        row["code"],
+        row["referrer_id"],
+        row["status"],
+        row["qualified_at"],
+        row["reference"],
+    )
