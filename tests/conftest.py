@@ -23,6 +23,7 @@ from tests.live import LiveClient, serve
 from tests.support import (
     POSTGRES_SERVER_URL,
     REDIS_URL,
+    TEST_INTEGRATION_KEY,
     TEST_SECRET,
     TcpProxy,
     ThrowawayPostgres,
@@ -117,9 +118,16 @@ def database(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> tu
 
 
 def settings_on(url: str, schema: str | None = None) -> Settings:
-    """The tests' settings on the database at `url`: cheap hashes, no rate limits, nothing from the environment."""
+    """The tests' settings on the database at `url`: cheap hashes, no rate limits, the test integration key,
+    nothing from the environment."""
     return load_settings(
-        env={}, secret_key=TEST_SECRET, database_url=url, db_schema=schema, bcrypt_rounds=4, rate_limit=False
+        env={},
+        secret_key=TEST_SECRET,
+        database_url=url,
+        db_schema=schema,
+        bcrypt_rounds=4,
+        rate_limit=False,
+        integration_keys=TEST_INTEGRATION_KEY,
     )
 
 

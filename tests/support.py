@@ -25,6 +25,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_SECRET = "test-secret-key-that-is-long-enough-for-hs256"
+TEST_INTEGRATION_KEY = "test-integration-key-long-enough-for-the-rule"
+INTEGRATION = {"X-API-Key": TEST_INTEGRATION_KEY}
 POSTGRES_SERVER_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")  # the bench uses db 14
 

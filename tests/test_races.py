@@ -95,3 +95,14 @@ def test_concurrent_referrals_keep_the_total_exact(api, make):
     assert all(answer.status_code == 201 for answer in answers)
     listed = api.get("/referals/list", params={"user_id": owner.id, "limit": 1}, headers=owner.auth)
     assert listed.headers["x-total-count"] == str(CONCURRENCY)
+
+
+def test_concurrent_registrations_never_pass_a_codes_max_uses(api, make):
+    owner = make.user()
+    code = make.code(owner, max_uses=5)["code"]
+    answers = api.post_all("/referals/register", [{"json": {"email": random_email(), "code": code}} for _ in range(30)])
+    assert Counter(answer.status_code for answer in answers) == {201: 5, 410: 25}
+    assert all(answer.json()["type"].endswith("code-exhausted") for answer in answers if answer.status_code == 410)
+    assert count(api, sa.select(sa.func.count()).select_from(referral)) == 5
+    stats = api.get("/refer/stats", headers=owner.auth).json()
+    assert (stats["referrals"], stats["codes"][0]["uses"]) == (5, 5)

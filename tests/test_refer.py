@@ -9,6 +9,7 @@ import pytest
 
 from tests.factories import random_email
 from tests.problems import assert_problem
+from tests.support import INTEGRATION
 
 ISO_WITH_OFFSET = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00$")
 
@@ -211,3 +212,114 @@ class TestGetCode:
         assert api.get("/refer/getcode", params={"email": user.email}).json() == edited
         api.delete("/refer/delete", headers=user.auth)
         assert_problem(api.get("/refer/getcode", params={"email": user.email}), 404)
+
+
+def register(api, code: str):
+    return api.post("/referals/register", json={"email": random_email(), "code": code})
+
+
+class TestMaxUses:
+    def test_the_limit_is_in_every_code_object_but_ref_key(self, api, make):
+        owner = make.user()
+        issued = make.code(owner, max_uses=2)
+        assert issued["max_uses"] == 2
+        assert api.get("/refer/getcode", params={"email": owner.email}).json()["max_uses"] == 2
+        registered = register(api, issued["code"]).json()
+        assert set(registered["ref_key"]) == {"user_id", "code", "exp_date"}
+        assert api.delete("/refer/delete", headers=owner.auth).json()["max_uses"] == 2
+
+    def test_a_code_used_up_answers_410_code_exhausted(self, api, make):
+        code = make.code(make.user(), max_uses=2)["code"]
+        assert [register(api, code).status_code for _ in range(2)] == [201, 201]
+        body = assert_problem(register(api, code), 410)
+        assert body["type"].endswith("code-exhausted")
+        assert "used up" in body["title"]
+
+    def test_editing_keeps_replaces_or_clears_the_limit(self, api, make):
+        owner = make.user()
+        make.code(owner, max_uses=3)
+        assert make.code(owner, day=9)["max_uses"] == 3  # absent: kept
+        assert make.code(owner, max_uses=7)["max_uses"] == 7  # a number: replaced
+        assert make.code(owner, max_uses=None)["max_uses"] is None  # null: cleared
+        assert api.get("/refer/getcode", params={"email": owner.email}).json()["max_uses"] is None
+
+    def test_a_limit_below_the_uses_made_leaves_the_code_used_up(self, api, make):
+        owner = make.user()
+        code = make.code(owner)["code"]
+        assert [register(api, code).status_code for _ in range(3)] == [201, 201, 201]
+        make.code(owner, max_uses=2)
+        assert_problem(register(api, code), 410)
+        make.code(owner, max_uses=4)
+        assert register(api, code).status_code == 201
+
+    def test_a_new_custom_code_carries_the_limit_and_counts_its_own_uses(self, api, make):
+        owner = make.user()
+        old = make.code(owner, max_uses=1)["code"]
+        assert register(api, old).status_code == 201
+        renamed = make.code(owner, code="FRESH-NAME")
+        assert renamed["max_uses"] == 1
+        assert register(api, "FRESH-NAME").status_code == 201
+        assert_problem(register(api, "FRESH-NAME"), 410)
+        codes = api.get("/refer/stats", headers=owner.auth).json()["codes"]
+        assert [(c["code"], c["uses"], c["max_uses"]) for c in codes] == [("FRESH-NAME", 1, 1), (old, 1, 1)]
+
+    def test_a_new_code_after_expiry_has_no_limit_unless_given(self, api, make, expire_codes):
+        owner = make.user()
+        make.code(owner, max_uses=1)
+        expire_codes(owner.id)
+        assert make.code(owner)["max_uses"] is None
+
+    def test_deleted_and_used_up_answers_as_deleted(self, api, make):
+        owner = make.user()
+        code = make.code(owner, max_uses=1)["code"]
+        assert register(api, code).status_code == 201
+        api.delete("/refer/delete", headers=owner.auth)
+        assert assert_problem(register(api, code), 410)["type"].endswith("code-not-active")
+
+    @pytest.mark.parametrize("max_uses", [0, -1, 1_000_001, "5", 2.5, True, {}], ids=repr)
+    def test_a_bad_limit_is_422_and_changes_nothing(self, api, make, max_uses):
+        owner = make.user()
+        make.code(owner, max_uses=4)
+        answer = api.post("/refer/update_code", json={"day": 3, "max_uses": max_uses}, headers=owner.auth)
+        assert "max_uses" in assert_problem(answer, 422)["errors"]
+        assert api.get("/refer/getcode", params={"email": owner.email}).json()["max_uses"] == 4
+
+    def test_the_limits_bounds_are_accepted(self, api, make):
+        owner = make.user()
+        assert make.code(owner, max_uses=1)["max_uses"] == 1
+        assert make.code(owner, max_uses=1_000_000)["max_uses"] == 1_000_000
+
+
+class TestStats:
+    def test_a_new_user_has_nothing_yet(self, api, make):
+        owner = make.user()
+        answer = api.get("/refer/stats", headers=owner.auth)
+        assert answer.status_code == 200
+        assert answer.json() == {"referrals": 0, "qualified": 0, "codes": []}
+
+    def test_counts_and_codes_after_registrations_deletions_expiry_and_qualifications(self, api, make, expire_codes):
+        owner = make.user()
+        expired = make.code(owner)["code"]
+        register(api, expired)
+        expire_codes(owner.id)
+        replaced = make.code(owner, max_uses=5)["code"]
+        first = register(api, replaced).json()
+        register(api, replaced)
+        deleted = make.code(owner, code="DELETED-ONE")["code"]
+        api.delete("/refer/delete", headers=owner.auth)
+        active = make.code(owner, max_uses=3)["code"]
+        register(api, active)
+        api.post(f"/integration/referrals/{first['id']}/qualify", headers=INTEGRATION)
+        make.referral(make.code(make.user())["code"])  # someone else's
+        stats = api.get("/refer/stats", headers=owner.auth).json()
+        assert (stats["referrals"], stats["qualified"]) == (4, 1)
+        assert [(c["code"], c["status"], c["uses"], c["max_uses"]) for c in stats["codes"]] == [
+            (active, "active", 1, 3),
+            (deleted, "deleted", 0, 5),  # a new custom code carried the limit over
+            (replaced, "deleted", 2, 5),  # replaced by a new custom code while valid
+            (expired, "expired", 1, None),
+        ]
+        assert all(ISO_WITH_OFFSET.match(c["exp_date"]) for c in stats["codes"])
+
+    def test_needs_a_token(self, api):
+        assert_problem(api.get("/refer/stats"), 401)
