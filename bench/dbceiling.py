@@ -73,7 +73,14 @@ def write_statements() -> dict[str, Statement]:
         sa.select(*CODE_COLUMNS, referral_code.c.retired_at, user.c.email.label("owner_email"))
         .select_from(referral_code.join(user, referral_code.c.user_id == user.c.id))
         .where(referral_code.c.code == sa.bindparam("code"))
-        .with_for_update(read=True, of=referral_code)
+        .with_for_update(key_share=True, of=referral_code)
+    )
+    c = referral_code.c
+    use_code = (
+        referral_code.update()
+        .where(c.id == sa.bindparam("code_id"), sa.or_(c.max_uses.is_(None), c.uses < c.max_uses))
+        .values(uses=c.uses + 1)
+        .returning(c.id)
     )
     insert_referral = (
         pg_insert(referral)
@@ -107,6 +114,7 @@ def write_statements() -> dict[str, Statement]:
         name: Statement.of(statement)
         for name, statement in {
             "code_for_use": code_for_use,
+            "use_code": use_code,
             "insert_referral": insert_referral,
             "count_one_more": count_one_more,
             "token_version": token_version,
@@ -214,6 +222,9 @@ def create_app(*_: object) -> Sanic:
                 used = await connection.fetchrow(s.sql, *s.args(code=body["code"]))
                 if used is None or used["retired_at"] is not None or used["expires_at"] <= now:
                     return answer({"title": "code not usable"}, status=404)
+                s = statements["use_code"]
+                if await connection.fetchval(s.sql, *s.args(code_id=used["id"])) is None:
+                    return answer({"title": "code used up"}, status=410)
                 s = statements["insert_referral"]
                 args = s.args(
                     email=email,

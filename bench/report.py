@@ -36,6 +36,7 @@ ROW_ORDER = (
     names.LIST,
     names.DB_REGISTER,
     names.REGISTER,
+    names.REGISTER_LIMITED,
     names.DB_UPDATE,
     names.UPDATE,
     names.AUTH,
@@ -99,12 +100,12 @@ def _cpu(res: LoadResult) -> str:
     return f"{res.cpu_us:,.0f}" if res.cpu_us is not None else "-"
 
 
-def _scale_target(name: str, by_size: dict[int, LoadResult], limit: str) -> Target:
-    """p50 at the larger size over p50 at the smaller one, at most 1.5x."""
+def _scale_target(name: str, by_size: dict[int, LoadResult], limit: str, at_most: float = 1.5) -> Target:
+    """p50 at the larger size over p50 at the smaller one, at most `at_most`."""
     small, big = sorted(by_size)
     x = _ratio(by_size[big].p50_ms, by_size[small].p50_ms)
     measured = f"{by_size[big].p50_ms:.2f} / {by_size[small].p50_ms:.2f} ms = {x:.2f}x"
-    return Target(name.format(big=big, small=small), measured, limit, x <= 1.5)
+    return Target(name.format(big=big, small=small), measured, limit, x <= at_most)
 
 
 def _vs(name: str, row: str, ceiling: str, r: Results, at_least: float | None) -> Target | None:
@@ -164,6 +165,9 @@ def targets(r: Results) -> list[Target]:
     found.append(Target("peak RSS of a service worker", f"{rss:.1f} MiB", f"< {MIB_TARGET} MiB", rss < MIB_TARGET))
     if len(r.scale_list) == 2:
         found.append(_scale_target("list page p50, {big:,} vs {small:,} referrals", r.scale_list, "<= 1.5x"))
+    if len(r.scale_stats) == 2:
+        found.append(_scale_target("/refer/stats p50, {big:,} vs {small:,} referrals", r.scale_stats, "<= 1.2x", 1.2))
+    found.append(_vs("registration, code with max_uses vs without", names.REGISTER_LIMITED, names.REGISTER, r, 0.9))
     if len(r.scale_getcode) == 2:
         limit = "<= 1.5x" if max(r.scale_getcode) >= 1_000_000 else "<= 1.5x (the target is at 1,000,000 users)"
         found.append(_scale_target("getcode p50 (cache off), {big:,} vs {small:,} users", r.scale_getcode, limit))
@@ -316,6 +320,7 @@ def markdown(r: Results) -> str:
     for label, by_size in (
         ("getcode p50 (cache off), {small:,} vs {big:,} users", r.scale_getcode),
         ("/referals/list 100-row page p50, {small:,} vs {big:,} referrals", r.scale_list),
+        ("/refer/stats p50, {small:,} vs {big:,} referrals", r.scale_stats),
     ):
         if len(by_size) == 2:
             small, big = sorted(by_size)

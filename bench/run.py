@@ -64,6 +64,7 @@ from bench.rows import (
     ONLY_RATE_LIMIT,
     PRODUCTION,
     REGISTER,
+    REGISTER_LIMITED,
     UPDATE,
 )
 from bench.seed import (
@@ -82,7 +83,8 @@ from tests.support import ROOT, ThrowawayPostgres
 
 BENCH_DIR = Path(__file__).resolve().parent
 MAX_USERS = 1_000_000
-SMALL_REFERRER, BIG_REFERRER, REGISTER_CODE_OWNER = 1, 2, 3
+SMALL_REFERRER, BIG_REFERRER, REGISTER_CODE_OWNER, LIMITED_CODE_OWNER = 1, 2, 3, 4
+LIMITED_CODE_MAX_USES = 1_000_000  # the most a code may have: the bench never uses it up
 ISOLATION_DELAY_MS = 2  # each isolation connection waits 2 ms between requests: a steady load, not flat out
 GIT = shutil.which("git")
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/14"  # the tests use db 15
@@ -134,6 +136,7 @@ class Results:
     hash_seconds_niced: float = 0.0  # the same at the service's hashing priority: what other load leaves it
     scale_getcode: dict[int, LoadResult] = field(default_factory=dict)
     scale_list: dict[int, LoadResult] = field(default_factory=dict)
+    scale_stats: dict[int, LoadResult] = field(default_factory=dict)
     scaling: dict[str, dict[str, LoadResult]] = field(default_factory=dict)  # configuration -> row -> result
     scaling_note: str = ""
     peak_rss_mib: dict[str, float] = field(default_factory=dict)
@@ -423,9 +426,8 @@ class Bench:
             raise SystemExit(f"--redis: {problem}")
         self.password_hash = shared_password_hash(o.bcrypt_rounds)
         started = time.monotonic()
-        main_url = self.database(
-            "main", SeedPlan(o.users, {SMALL_REFERRER: o.small_referrals, BIG_REFERRER: o.referrals})
-        )
+        referrals = {SMALL_REFERRER: o.small_referrals, BIG_REFERRER: o.referrals}
+        main_url = self.database("main", SeedPlan(o.users, referrals, {LIMITED_CODE_OWNER: LIMITED_CODE_MAX_USES}))
         small_url = self.database("small", SeedPlan(o.small_users))
         r.seed_seconds = time.monotonic() - started
 
@@ -440,6 +442,8 @@ class Bench:
         big_list = {"user": BIG_REFERRER, "token": self.token(BIG_REFERRER), "limit": 100}
         logins = {"first": hot["first"], "count": hot["count"], "password": BENCH_PASSWORD}
         register_code = code_of(REGISTER_CODE_OWNER)
+        registering = {"code": register_code, "prefix": self.prefix}
+        registering_limited = {"code": code_of(LIMITED_CODE_OWNER), "prefix": self.prefix}
 
         # 1. Cached getcode: the ceilings and the service with each feature switched, side by side.
         servers = {CEILING: self.ceiling("ceiling")}
@@ -498,23 +502,30 @@ class Bench:
                 (LIST, nocache, "list", small_list),
             ]
             if o.backend == "pg":
+                plan.append((DB_REGISTER, ceiling, "register", registering))
+            plan += [
+                (REGISTER, service, "register", registering),
+                (REGISTER_LIMITED, service, "register", registering_limited),
+            ]
+            if o.backend == "pg":
                 plan += [
-                    (DB_REGISTER, ceiling, "register", {"code": register_code, "prefix": self.prefix}),
-                    (REGISTER, service, "register", {"code": register_code, "prefix": self.prefix}),
                     (DB_UPDATE, ceiling, "update_code", {"tokens": str(user_ids)}),
                     (UPDATE, service, "update_code", {"tokens": str(tokens)}),
                 ]
             medians = self.compare(plan)
             for row, *_ in plan:
                 r.rows[row] = medians[row]
-            if o.backend != "pg":  # no DB ceiling for the writes on SQLite: measured once
-                self.record(REGISTER, self.load(service, "register", code=register_code, prefix=self.prefix()))
+            if o.backend != "pg":  # no DB ceiling for update_code on SQLite: measured once
                 self.record(UPDATE, self.load(service, "update_code", tokens=str(tokens)))
             r.scale_getcode[o.users] = r.rows[NOCACHE]
             r.scale_list[o.small_referrals] = r.rows[LIST]
             r.scale_list[o.referrals] = self.show(
                 f"list page, {o.referrals:,} referrals", self.load(nocache, "list", **big_list)
             )
+            for referrer, count in ((SMALL_REFERRER, o.small_referrals), (BIG_REFERRER, o.referrals)):
+                r.scale_stats[count] = self.show(
+                    f"/refer/stats, {count:,} referrals", self.load(nocache, "stats", token=self.token(referrer))
+                )
 
         # 3. Scale and connection handling.
         print(f"service, code cache off, {o.small_users:,} users", flush=True)

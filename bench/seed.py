@@ -45,6 +45,7 @@ def code_of(user_id: int) -> str:
 class SeedPlan:
     users: int
     referrals: dict[int, int] = field(default_factory=dict)  # referrer id -> how many referrals
+    max_uses: dict[int, int] = field(default_factory=dict)  # user id -> the use limit of their code
 
     @property
     def rows(self) -> int:
@@ -66,7 +67,8 @@ class SeedRows:
     def codes(self) -> Iterator[tuple[Any, ...]]:
         expires_at = self.now + timedelta(days=365)
         for n in range(1, self.plan.users + 1):
-            yield (n, n, code_of(n), expires_at, self.now, None)
+            uses = self.plan.referrals.get(n, 0)  # each referrer's referrals use their one code
+            yield (n, n, code_of(n), expires_at, self.now, None, uses, self.plan.max_uses.get(n))
 
     def referrals(self) -> Iterator[tuple[Any, ...]]:
         next_id = 1
@@ -80,7 +82,7 @@ class SeedRows:
 
 
 USER_COLUMNS = ("id", "email", "password_hash", "created_at")
-CODE_COLUMNS = ("id", "user_id", "code", "expires_at", "created_at", "retired_at")
+CODE_COLUMNS = ("id", "user_id", "code", "expires_at", "created_at", "retired_at", "uses", "max_uses")
 REFERRAL_COLUMNS = ("id", "email", "code_id", "referrer_id", "user_id", "created_at")
 TABLES_WITH_IDS = (
     (user, USER_COLUMNS, "users"),
