@@ -35,6 +35,8 @@ BIN = Path(sys.executable).parent
 # Also in schemathesis.toml, as values the fuzzer mixes in; a throwaway account of a throwaway database.
 FUZZ_EMAIL = "fuzz-user@example.com"
 FUZZ_PASSWORD = "fuzz-password-not-secret"
+# The integration key of the run: the fuzzer reaches /integration/* past the 401 with it.
+FUZZ_INTEGRATION_KEY = "fuzz-integration-key-" + secrets.token_urlsafe(24)
 # User 2's code, which the fuzzer cannot touch (it has no token of user 2): referrals register with it.
 REFERRER_CODE = "FUZZ-REFERRER"
 # User 3 signs out and changes passwords (schemathesis.toml): user 1's token must survive the run.
@@ -62,6 +64,7 @@ def live_server(database_url: str, workdir: Path) -> Iterator[str]:
         "SECRET_KEY": secrets.token_urlsafe(48),
         "BCRYPT_ROUNDS": "4",
         "RATE_LIMIT": "off",
+        "INTEGRATION_KEYS": FUZZ_INTEGRATION_KEY,  # schemathesis.toml sends it as X-API-Key
         "SANIC_NO_MOTD": "true",
         # Run from a scratch directory, so that no `.env` of the checkout changes the settings.
         "PYTHONPATH": os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH")))),
@@ -144,7 +147,12 @@ def main() -> int:
                 "--no-color",
             ]
             print("$ " + " ".join(command), flush=True)
-            env = {**os.environ, "REFERRAL_FUZZ_TOKEN": token, "REFERRAL_FUZZ_SESSION_TOKEN": session_token}
+            env = {
+                **os.environ,
+                "REFERRAL_FUZZ_TOKEN": token,
+                "REFERRAL_FUZZ_SESSION_TOKEN": session_token,
+                "REFERRAL_FUZZ_INTEGRATION_KEY": FUZZ_INTEGRATION_KEY,
+            }
             result = subprocess.run(command, cwd=workdir, env=env, check=False)  # noqa: S603
             print(f"schemathesis on {args.backend}: exit {result.returncode}", flush=True)
             if not token_still_works(base_url, token):
