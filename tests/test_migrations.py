@@ -183,3 +183,21 @@ def test_0003_downgrades_to_0002_keeping_the_rows(empty_database):
 def test_the_tables_revision_is_the_head_of_alembic_versions():
     """Each worker compares the database's revision with `tables.REVISION`, not with Alembic's scripts."""
     assert ScriptDirectory(str(SCRIPT_LOCATION)).get_current_head() == REVISION
+
+
+def program_columns(connection: sa.Connection, schema: str | None) -> tuple[list[tuple], list[tuple], list[tuple]]:
+    codes = connection.execute(sa.text("SELECT code, uses, max_uses FROM referral_code ORDER BY id")).all()
+    referrals = connection.execute(sa.text("SELECT status, qualified_at, reference FROM referral ORDER BY id")).all()
+    counts = connection.execute(sa.text("SELECT referrer_id, total, qualified FROM referral_count")).all()
+    return [tuple(row) for row in codes], [tuple(row) for row in referrals], [tuple(row) for row in counts]
+
+
+def test_0005_counts_each_codes_uses_and_marks_every_referral_registered(empty_database):
+    url, schema = empty_database
+    migrate(url, schema, revision="0004")
+    inspect(url, schema, seed(["a@example.com"], ["CODE"], ["r1@example.com", "r2@example.com"]))
+    migrate(url, schema)
+    codes, referrals, counts = inspect(url, schema, program_columns)
+    assert codes == [("CODE", 2, None)]
+    assert referrals == [("registered", None, None)] * 2
+    assert counts == []  # the seed wrote no counter row (0002 back-fills those); the column exists
