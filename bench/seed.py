@@ -54,7 +54,8 @@ class SeedPlan:
 
 @dataclass(frozen=True)
 class SeedRows:
-    """The rows of a plan as tuples in the tables' column order, generated lazily."""
+    """The rows of a plan as tuples in the tables' column order (SQLite's insert takes them so), generated
+    lazily."""
 
     plan: SeedPlan
     password_hash: str
@@ -68,7 +69,7 @@ class SeedRows:
         expires_at = self.now + timedelta(days=365)
         for n in range(1, self.plan.users + 1):
             uses = self.plan.referrals.get(n, 0)  # each referrer's referrals use their one code
-            yield (n, n, code_of(n), expires_at, self.now, None, uses, self.plan.max_uses.get(n))
+            yield (n, n, code_of(n), expires_at, self.now, None, self.plan.max_uses.get(n), uses)
 
     def referrals(self) -> Iterator[tuple[Any, ...]]:
         next_id = 1
@@ -82,7 +83,7 @@ class SeedRows:
 
 
 USER_COLUMNS = ("id", "email", "password_hash", "created_at")
-CODE_COLUMNS = ("id", "user_id", "code", "expires_at", "created_at", "retired_at", "uses", "max_uses")
+CODE_COLUMNS = ("id", "user_id", "code", "expires_at", "created_at", "retired_at", "max_uses", "uses")
 REFERRAL_COLUMNS = ("id", "email", "code_id", "referrer_id", "user_id", "created_at")
 TABLES_WITH_IDS = (
     (user, USER_COLUMNS, "users"),
