@@ -45,6 +45,7 @@ PRODUCTION = {
     "RATE_LIMIT_USER": UNREACHED_LIMIT,
     "RATE_LIMIT_LOGIN": UNREACHED_LIMIT,
     "HASH_CONCURRENCY_PER_IP": "64",  # above the login rows' 8 connections, all from 127.0.0.1
+    "HASH_CONCURRENCY_PER_NETWORK": "64",
     "HASH_QUEUE_MAX": "256",
     "METRICS": "on",
     "ACCESS_LOG": "off",

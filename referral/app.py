@@ -21,7 +21,7 @@ from referral.lifecycle import ignore_stop_signals, in_worker_process, preflight
 from referral.outbox.delivery import Deliveries
 from referral.ratelimit import RateLimits
 from referral.redis_link import RedisLink
-from referral.security import IntegrationKeys, PasswordHasher
+from referral.security import IntegrationKeys, NetworkSlots, PasswordHasher
 from referral.services.codes import CodeService
 from referral.services.referrals import ReferralService
 from referral.services.users import UserService
@@ -71,6 +71,7 @@ def create_app(*cli_args: Any, settings: Settings | None = None) -> ReferralApp:
         rounds=settings.bcrypt_rounds,
         per_client=settings.hash_concurrency_per_ip,
         queue_max=settings.hash_queue_max,
+        networks=NetworkSlots(settings.hash_concurrency_per_network, redis),
         enabled=settings.rate_limit,
     )
     ctx = AppContext(

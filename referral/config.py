@@ -105,6 +105,12 @@ class Settings(BaseSettings):
     hash_concurrency_per_ip: int = Field(
         2, ge=1, description="password hashes one client IP may have queued or running at once (per worker)"
     )
+    hash_concurrency_per_network: int = Field(
+        8,
+        ge=1,
+        description="password hashes one network (/24 of IPv4, /64 of IPv6) may have queued or running at once "
+        "(per worker; with REDIS_URL, across every worker and instance)",
+    )
     hash_queue_max: int = Field(
         64, ge=1, description="password hashes queued in a worker, all clients together; past it 503 at once"
     )

@@ -83,7 +83,8 @@ HASH_QUEUE = Gauge(
 )
 HASH_REJECTIONS = Counter(
     "referral_password_hash_rejections",
-    "Password hashes refused at once: per_client (HASH_CONCURRENCY_PER_IP, 429) or queue_full (HASH_QUEUE_MAX, 503).",
+    "Password hashes refused at once: per_client (HASH_CONCURRENCY_PER_IP, 429), per_network "
+    "(HASH_CONCURRENCY_PER_NETWORK, 429) or queue_full (HASH_QUEUE_MAX, 503).",
     ["reason"],
     registry=REGISTRY,
 )
@@ -149,6 +150,7 @@ _cpu_counted = [0.0]  # this process's CPU seconds already added to CPU_SECONDS
 CODE_CACHE_HIT = CODE_CACHE.labels("hit")
 CODE_CACHE_MISS = CODE_CACHE.labels("miss")
 HASH_REJECTED_PER_CLIENT = HASH_REJECTIONS.labels("per_client")
+HASH_REJECTED_PER_NETWORK = HASH_REJECTIONS.labels("per_network")
 HASH_REJECTED_QUEUE_FULL = HASH_REJECTIONS.labels("queue_full")
 
 

@@ -1,7 +1,7 @@
 """Abuse: limits a stranger cannot turn against a user (SPEC "Abuse").
 
-Failed logins per (email, client IP), counted before bcrypt; the per-address and global caps on
-queued password hashes; per-user limits on writes; canonical mailboxes; the two security headers.
+Failed logins per (email, client IP), counted before bcrypt; the per-address, per-network and global
+caps on queued password hashes; per-user limits on writes; canonical mailboxes; the two security headers.
 Requests from other client addresses are sent from other loopback addresses (127.0.0.2, ...).
 """
 
@@ -12,7 +12,7 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -20,6 +20,8 @@ import httpx
 import pytest
 
 import referral.security
+from referral.errors import RateLimited
+from referral.security import NetworkSlots, PasswordHasher, network_of
 from tests.factories import Factory, User, random_email, random_password
 from tests.live import LiveClient, serve
 from tests.problems import assert_problem
@@ -81,7 +83,7 @@ def test_a_lock_out_from_one_address_leaves_the_owner_signing_in_from_another(se
 
 
 def test_concurrent_wrong_guesses_never_exceed_the_limit(settings, monkeypatch):
-    """30 at once against 3 a minute: at most 3 reach bcrypt (the per-address hash cap is lifted here)."""
+    """30 at once against 3 a minute: at most 3 reach bcrypt (the hash caps are lifted here)."""
     checked: list[str] = []
     verify = referral.security._verify_sync
 
@@ -89,9 +91,8 @@ def test_concurrent_wrong_guesses_never_exceed_the_limit(settings, monkeypatch):
         checked.append(password)
         return verify(password, password_hash)
 
-    with serve(
-        settings, rate_limit=True, rate_limit_login="3/minute", hash_concurrency_per_ip=100, hash_queue_max=100
-    ) as api:
+    uncapped = {"hash_concurrency_per_ip": 100, "hash_concurrency_per_network": 100, "hash_queue_max": 100}
+    with serve(settings, rate_limit=True, rate_limit_login="3/minute", **uncapped) as api:
         email = random_email()
         Factory(api).user(email, random_password())
         monkeypatch.setattr(referral.security, "_verify_sync", counting_verify)
@@ -193,7 +194,7 @@ def test_passwords_are_hashed_at_the_lowest_priority():
 
 @pytest.mark.sqlite_only
 def test_past_the_global_queue_hashing_requests_get_503_at_once(settings, monkeypatch):
-    """50 addresses, 2 or 3 hashing requests each at once, HASH_QUEUE_MAX=20, each hash 0.1 s."""
+    """50 addresses of 50 networks, 2 or 3 hashing requests each at once, HASH_QUEUE_MAX=20, each hash 0.1 s."""
 
     def slow(function):
         def run(*args):
@@ -202,7 +203,7 @@ def test_past_the_global_queue_hashing_requests_get_503_at_once(settings, monkey
 
         return run
 
-    addresses = [f"127.0.0.{number}" for number in range(2, 52)]
+    addresses = [f"127.0.{network}.2" for network in range(2, 52)]
     with serve(settings, rate_limit=True, hash_queue_max=20) as api:
         monkeypatch.setattr(referral.security, "_hash_sync", slow(referral.security._hash_sync))
         monkeypatch.setattr(referral.security, "_verify_sync", slow(referral.security._verify_sync))
@@ -221,6 +222,135 @@ def test_past_the_global_queue_hashing_requests_get_503_at_once(settings, monkey
         assert assert_problem(answer, 503)["type"] == OVERLOADED
         assert int(answer.headers["retry-after"]) >= 1
         assert seconds < 1, f"a 503 took {seconds:.2f} s"
+
+
+# ------------------------------------------------------------------------------------------- #
+# Password hashing: per-network cap
+# ------------------------------------------------------------------------------------------- #
+
+STORM = [f"127.0.0.{number}" for number in range(2, 82)]  # 80 addresses of 127.0.0.0/24
+OTHER_NETWORK = "127.0.1.2"
+BY_NETWORK = "Too many password checks from your network at once."
+HELD = "a-check-held-until-released"
+
+
+@pytest.mark.parametrize(
+    ("client", "network"),
+    [
+        ("127.0.0.2", "127.0.0.0/24"),
+        ("203.0.113.77", "203.0.113.0/24"),
+        ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"),
+        ("::ffff:198.51.100.9", "198.51.100.0/24"),  # an IPv4 client on a dual-stack socket
+        ("unknown", "unknown"),
+    ],
+)
+def test_a_network_is_a_slash_24_of_ipv4_and_a_slash_64_of_ipv6(client, network):
+    assert network_of(client) == network
+
+
+async def test_each_network_may_have_its_cap_of_hashes_at_once_unless_rate_limit_is_off():
+    """Four addresses of one /24 at once: with a cap of 2 the last two are refused; RATE_LIMIT=off hashes all four."""
+    for enabled, hashed in ((True, 2), (False, 4)):
+        hasher = PasswordHasher(rounds=4, per_client=2, queue_max=64, networks=NetworkSlots(2), enabled=enabled)
+        hashes = [hasher.hash("correct horse", client=f"127.0.0.{number}") for number in range(2, 6)]
+        answers = await asyncio.gather(*hashes, return_exceptions=True)
+        refused = [answer for answer in answers if isinstance(answer, RateLimited)]
+        assert len(answers) - len(refused) == hashed
+        assert all(str(answer) == BY_NETWORK and answer.retry_after == 1 for answer in refused)
+        assert hasher.queued == 0
+
+
+async def until(condition: Callable[[], bool], seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "the server never got there"
+        await asyncio.sleep(0.01)
+
+
+def test_a_storm_from_one_network_leaves_every_other_network_signing_in(settings):
+    """80 addresses of 127.0.0.0/24, each at its cap of 2 logins with unknown emails (each a full bcrypt, at
+    BCRYPT_ROUNDS=12): the network holds HASH_CONCURRENCY_PER_NETWORK (8) hashes and gets 429 for the rest,
+    so a login from 127.0.1.2 meanwhile answers 200. Without the network's cap these 160 logins filled
+    HASH_QUEUE_MAX (64) and that login answered 503."""
+    with serve(settings, rate_limit=True, bcrypt_rounds=12) as api:
+        email, password = random_email(), random_password()
+        Factory(api).user(email, password)
+        hasher = api.app.ctx.hasher
+
+        async def storm_then_login() -> tuple[list[httpx.Response], httpx.Response]:
+            async with connected(api, [*(address for address in STORM for _ in range(2)), OTHER_NETWORK]) as clients:
+                *stormers, owner = clients
+                answered: list[httpx.Response] = []
+
+                async def unknown_login(client: httpx.AsyncClient) -> httpx.Response:
+                    answer = await client.post("/user/auth", json={"email": random_email(), "password": "guess-1234"})
+                    answered.append(answer)
+                    return answer
+
+                storm = asyncio.gather(*(unknown_login(client) for client in stormers))
+                await until(lambda: len(answered) + hasher.queued >= len(stormers))  # each refused or waiting
+                login = await owner.post("/user/auth", json={"email": email, "password": password})
+                return await storm, login
+
+        storm, login = api.run(storm_then_login())
+    assert login.status_code == 200, login.text
+    statuses = Counter(answer.status_code for answer in storm)
+    assert set(statuses) == {401, 429}, statuses  # never 503
+    assert statuses[401] >= 8, statuses
+    assert statuses[429] >= 100, statuses
+    for answer in storm:
+        if answer.status_code == 429:
+            assert assert_problem(answer, 429)["detail"] == BY_NETWORK
+            assert answer.headers["retry-after"] == "1"
+
+
+async def sign_in_with(client: httpx.AsyncClient, route: str, email: str, password: str) -> httpx.Response:
+    arguments, path, _ = SIGN_IN[route]
+    return await client.post(path, **arguments(email, password))
+
+
+@pytest.mark.parametrize("route", ["auth", "token"])
+def test_past_its_networks_cap_a_login_is_refused_at_once_and_costs_no_failed_login(settings, monkeypatch, route):
+    """HASH_CONCURRENCY_PER_NETWORK=2, two checks held from 127.0.0.2 and .3: the owner's right password from
+    127.0.0.4 is refused four times (429, `slow_down` on /user/token) without using up RATE_LIMIT_LOGIN (3),
+    from 127.0.1.2 it is checked; once the held checks end, the owner signs in from 127.0.0.4."""
+    release = threading.Event()
+    verify = referral.security._verify_sync
+
+    def held_verify(password: str, password_hash: str) -> bool:
+        if password == HELD:
+            release.wait(60)
+        return verify(password, password_hash)
+
+    with serve(settings, rate_limit=True, rate_limit_login="3/minute", hash_concurrency_per_network=2) as api:
+        email, password = random_email(), random_password()
+        Factory(api).user(email, password)
+        monkeypatch.setattr(referral.security, "_verify_sync", held_verify)
+        hasher = api.app.ctx.hasher
+
+        async def scenario() -> tuple[list[httpx.Response], ...]:
+            addresses = ["127.0.0.2", "127.0.0.3", "127.0.0.4", OTHER_NETWORK]
+            async with connected(api, addresses) as (first, second, third, elsewhere):
+                held = [asyncio.ensure_future(sign_in_with(c, route, random_email(), HELD)) for c in (first, second)]
+                await until(lambda: hasher.queued == 2)
+                refused = [await sign_in_with(third, route, email, password) for _ in range(4)]
+                other = asyncio.ensure_future(sign_in_with(elsewhere, route, email, password))
+                release.set()
+                done = await asyncio.gather(*held, other)
+                return refused, done, [await sign_in_with(third, route, email, password)]
+
+        refused, (*held, other), (after,) = api.run(scenario())
+    wrong_status = SIGN_IN[route][2]
+    assert [answer.status_code for answer in held] == [wrong_status, wrong_status]
+    for answer in refused:
+        assert answer.status_code == 429, answer.text
+        assert answer.headers["retry-after"] == "1"
+        if route == "token":
+            assert answer.json() == {"error": "slow_down", "error_description": BY_NETWORK}
+        else:
+            assert assert_problem(answer, 429)["detail"] == BY_NETWORK
+    assert other.status_code == 200, other.text
+    assert after.status_code == 200, after.text
 
 
 # ------------------------------------------------------------------------------------------- #

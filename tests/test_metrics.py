@@ -144,7 +144,7 @@ def test_user_and_login_rejections_are_counted_apart(serve_app):
 
 
 @pytest.mark.sqlite_only
-def test_password_hash_rejections_per_client_and_queue_full(serve_app):
+def test_password_hash_rejections_per_client_per_network_and_queue_full(serve_app):
     name = "referral_password_hash_rejections_total"
 
     def storm(client: LiveClient, count: int) -> list[int]:
@@ -153,6 +153,7 @@ def test_password_hash_rejections_per_client_and_queue_full(serve_app):
 
     for caps, status, reason in (
         ({"hash_concurrency_per_ip": 1}, 429, "per_client"),
+        ({"hash_concurrency_per_ip": 10, "hash_concurrency_per_network": 1}, 429, "per_network"),
         ({"hash_concurrency_per_ip": 10, "hash_queue_max": 1}, 503, "queue_full"),
     ):
         client = serve_app(rate_limit=True, rate_limit_login="100/minute", bcrypt_rounds=10, **caps)

@@ -1,5 +1,5 @@
-"""REDIS_URL in one process: the code cache in Redis (leases against stale fills, TTLs, outages) and the
-shared rate-limit counters. Separate processes are in test_redis_processes.py.
+"""REDIS_URL in one process: the code cache in Redis (leases against stale fills, TTLs, outages), the
+shared rate-limit counters and each network's hash slots. Separate processes are in test_redis_processes.py.
 
 Each test uses a key prefix (SERVICE_NAME) of its own and deletes its keys at the end, so tests and
 test runs sharing one Redis never see each other's keys.
@@ -16,11 +16,13 @@ from datetime import timedelta
 
 import pytest
 
+import referral.security
 from referral.cache import ENTRY_VERSION, CodeCache, email_key, encode
 from referral.clock import utcnow
 from referral.config import ConfigError, Settings, load_settings
 from referral.db import codes as code_queries
 from referral.redis_link import RETRY_INTERVAL, RedisLink
+from referral.security import NetworkSlots
 from referral.services.models import CodeInfo
 from tests.factories import Factory, random_email
 from tests.factories import code_info as code
@@ -241,6 +243,60 @@ async def test_after_an_outage_entries_filled_before_it_are_not_trusted(
         assert await reader.get("a@example.com") is None  # but the reader does not serve it
         await reader.put("a@example.com", code(name="NEW-CODE"), ticket=await reader.fill_ticket("a@example.com"))
         assert (await reader.get("a@example.com")).code == "NEW-CODE"  # refilled entries are served again
+
+
+def slots_key(prefix: str, network: str) -> str:
+    return f"{prefix}:hash-slots:{network}"
+
+
+async def test_a_networks_hash_slots_are_leases_in_redis_shared_by_every_instance(redis_client, service_name):
+    """HASH_CONCURRENCY_PER_NETWORK=2 counted in Redis: two instances' slots add up, and come back when given."""
+    async with linked(service_name) as first_link, linked(service_name) as second_link:
+        first, second = NetworkSlots(2, first_link), NetworkSlots(2, second_link)
+        key = slots_key(service_name, "127.0.0.0/24")
+        held = [await first.take("127.0.0.0/24"), await second.take("127.0.0.0/24")]
+        assert None not in held
+        assert redis_client.zcard(key) == 2
+        assert await first.take("127.0.0.0/24") is None
+        assert await second.take("127.0.0.0/24") is None
+        assert await second.take("127.0.1.0/24") is not None  # another network counts on its own
+        await first.give_back(held[0])
+        assert redis_client.zcard(key) == 1
+        held[0] = await second.take("127.0.0.0/24")
+        assert held[0] is not None
+        for slot in held:
+            await second.give_back(slot)
+        assert not redis_client.exists(key)
+
+
+async def test_a_hash_slot_whose_holder_died_ends_by_itself(redis_client, service_name, monkeypatch):
+    monkeypatch.setattr(referral.security, "SLOT_LEASE_MS", 200)
+    async with linked(service_name) as link:
+        slots = NetworkSlots(1, link)
+        assert await slots.take("127.0.0.0/24") is not None  # never given back: its process "died"
+        assert await slots.take("127.0.0.0/24") is None
+        deadline = time.monotonic() + 10
+        while await slots.take("127.0.0.0/24") is None:
+            assert time.monotonic() < deadline, "the lease never ended"
+            await asyncio.sleep(0.05)
+
+
+async def test_while_redis_is_away_a_networks_hash_slots_count_in_process(
+    redis_client, service_name, redis_proxy, proxied_redis_url
+):
+    async with linked(service_name, proxied_redis_url, retry_interval=60) as link:
+        slots = NetworkSlots(2, link)
+        in_redis = await slots.take("127.0.0.0/24")
+        redis_proxy.cut()
+        local = [await slots.take("127.0.0.0/24"), await slots.take("127.0.0.0/24")]
+        assert not link.up
+        assert None not in local
+        assert await slots.take("127.0.0.0/24") is None
+        await slots.give_back(local[0])
+        assert await slots.take("127.0.0.0/24") is not None
+        await slots.give_back(in_redis)  # cannot reach Redis: its lease ends by itself
+        redis_proxy.restore()
+    assert redis_client.zcard(slots_key(service_name, "127.0.0.0/24")) == 1
 
 
 def test_an_outage_while_the_app_runs_costs_no_error(shared_settings, redis_proxy, proxied_redis_url, caplog):

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,12 +78,28 @@ class Instance:
 @pytest.fixture
 def start(postgres_url: str, service_name: str, tmp_path: Path) -> Iterator[Callable[..., Instance]]:
     """Start an instance: `start(REDIS_URL=..., RATE_LIMIT="on", ...)`; each is stopped at the end."""
+    yield from instances_on(postgres_url, None, service_name, tmp_path)
+
+
+@pytest.fixture
+def start_on_backend(
+    database: tuple[str, str | None], service_name: str, tmp_path: Path
+) -> Iterator[Callable[..., Instance]]:
+    """`start`, on the test's own database of each backend (SQLite: a file both instances open)."""
+    yield from instances_on(*database, service_name, tmp_path)
+
+
+def instances_on(
+    database_url: str, schema: str | None, service_name: str, tmp_path: Path
+) -> Iterator[Callable[..., Instance]]:
     instances: list[Instance] = []
 
     def start_instance(**env: str) -> Instance:
         log = tmp_path / f"instance-{len(instances)}.log"
         # One SECRET_KEY (server_env's): each instance accepts the other's tokens.
-        environment = server_env(DATABASE_URL=postgres_url, SERVICE_NAME=service_name, **{"RATE_LIMIT": "off", **env})
+        environment = server_env(
+            DATABASE_URL=database_url, DB_SCHEMA=schema, SERVICE_NAME=service_name, **{"RATE_LIMIT": "off", **env}
+        )
         with log.open("wb") as output:
             # in tmp_path: no .env there
             process = start_server([sys.executable, "-m", "referral"], cwd=tmp_path, env=environment, output=output)
@@ -243,3 +260,35 @@ def test_redis_down_at_start(start):
     assert instance.getcode(account.email).status_code == 404
     assert instance.log_count(OUTAGE_MESSAGE) == 1, instance.log_text()
     assert account.email not in instance.log_text()
+
+
+def test_two_instances_share_each_networks_hash_cap(start_on_backend, redis_client, service_name):
+    """HASH_CONCURRENCY_PER_NETWORK=2 in Redis: while two logins from 127.0.0.0/24 hash on one instance (at
+    BCRYPT_ROUNDS=14, about a second each), the other refuses a third from that network at once and checks
+    one from 127.0.1.0/24; once the two end, the network's slots are back."""
+    settings = {"REDIS_URL": REDIS_URL, "RATE_LIMIT": "on", "HASH_CONCURRENCY_PER_NETWORK": "2", **PATIENT}
+    a = start_on_backend(BCRYPT_ROUNDS="14", **settings)
+    b = start_on_backend(BCRYPT_ROUNDS="14", **settings)
+    key = f"{service_name}:hash-slots:127.0.0.0/24"
+    guess = {"email": random_email(), "password": "a-wrong-guess"}
+
+    def login_from(instance: Instance, address: str) -> httpx.Response:
+        transport = httpx.HTTPTransport(local_address=address)
+        with httpx.Client(base_url=instance.base_url, timeout=60, transport=transport) as client:
+            return client.post("/user/auth", json=guess)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        held = [pool.submit(login_from, a, address) for address in ("127.0.0.2", "127.0.0.3")]
+        deadline = time.monotonic() + 30
+        while redis_client.zcard(key) < 2:
+            assert time.monotonic() < deadline, f"the slots never reached Redis:\n{a.log_text()}"
+            time.sleep(0.01)
+        refused = login_from(b, "127.0.0.4")
+        elsewhere = login_from(b, "127.0.1.2")
+        assert [future.result().status_code for future in held] == [401, 401]
+    assert refused.status_code == 429, refused.text
+    assert refused.json()["detail"] == "Too many password checks from your network at once."
+    assert refused.headers["retry-after"] == "1"
+    assert elsewhere.status_code == 401, elsewhere.text
+    assert not redis_client.exists(key)  # every slot given back
+    assert login_from(b, "127.0.0.4").status_code == 401

@@ -12,7 +12,7 @@ from referral import metrics
 from referral.config import Settings
 from referral.db import users
 from referral.db.database import ReferralDatabase
-from referral.errors import RateLimited, ServiceError
+from referral.errors import Overloaded, RateLimited, ServiceError
 from referral.logs import email_hash, security_event
 from referral.ratelimit import RateLimits
 from referral.security import InvalidToken, PasswordHasher, TokenSubject, issue_token, read_token
@@ -57,7 +57,7 @@ class UserService:
         await self._take_login_attempt(email, client)
         user = await users.get_user_by_email(self.db, email)
         stored_hash = user["password_hash"] if user is not None else None
-        if not await self.hasher.verify(password, stored_hash, client=client):
+        if not await self._verify(password, stored_hash, email=email, client=client):
             security_event("login_failed", email_hash=self._email_hash(email), client=client)
             raise BadCredentials()
         assert user is not None
@@ -100,7 +100,7 @@ class UserService:
             raise NotAuthenticated("The user of this token no longer exists.")
         check_new_password(new, email=user["email"], field="new_password")
         await self._take_login_attempt(user["email"], client)
-        if not await self.hasher.verify(current, user["password_hash"], client=client):
+        if not await self._verify(current, user["password_hash"], email=user["email"], client=client):
             raise WrongPassword()
         await self.limits.give_back_login_attempt(user["email"], client)
         new_hash = await self.hasher.hash(new, client=client)
@@ -116,6 +116,14 @@ class UserService:
         except RateLimited:
             metrics.rate_limited("login")
             security_event("login_locked_out", email_hash=self._email_hash(email), client=client)
+            raise
+
+    async def _verify(self, password: str, password_hash: str | None, *, email: str, client: str) -> bool:
+        """The hasher's answer; a check it refused (its caps: 429, 503) gives the login attempt back unused."""
+        try:
+            return await self.hasher.verify(password, password_hash, client=client)
+        except (RateLimited, Overloaded):
+            await self.limits.give_back_login_attempt(email, client)
             raise
 
     def _email_hash(self, email: str) -> str:
