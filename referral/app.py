@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from referral.ratelimit import RateLimits
 from referral.redis_link import RedisLink
 from referral.security import IntegrationKeys, NetworkSlots, PasswordHasher
 from referral.services.codes import CodeService
+from referral.services.passwords import common_passwords
 from referral.services.referrals import ReferralService
 from referral.services.users import UserService
 from referral.workers import share_counts
@@ -122,6 +124,7 @@ async def _open_resources(app: ReferralApp) -> None:
     app.ctx.trusts_forwarding = bool(config.FORWARDED_SECRET or config.REAL_IP_HEADER or config.PROXIES_COUNT)
     await app.ctx.db.connect()
     await app.ctx.hasher.warm_up()
+    await asyncio.to_thread(common_passwords)  # folded once, before the first sign-up needs them
     if app.ctx.redis is not None:
         await app.ctx.redis.check()  # a warning at start when Redis does not answer; the service starts
 

@@ -12,6 +12,7 @@ import referral.security
 from referral.clock import utcnow
 from referral.config import ConfigError, load_settings
 from referral.db.tables import user as user_table
+from referral.services import passwords
 from tests.factories import Factory, User, login, random_email, token_of
 from tests.live import LiveClient, serve
 from tests.problems import assert_problem
@@ -142,21 +143,52 @@ class TestPasswordChange:
 # Choosing a password
 # ------------------------------------------------------------------------------------------- #
 
-REFUSED = [  # (email, password): refused wherever a password is chosen
-    pytest.param("alice.smith@example.com", "password", id="common"),
-    pytest.param("alice.smith@example.com", "12345678", id="common-digits"),
-    pytest.param("alice.smith@example.com", "PASSWORD1", id="common-in-any-case"),
-    pytest.param("alice.smith@example.com", "ｐａｓｓｗｏｒｄ", id="common-in-fullwidth-letters"),
-    pytest.param("alice.smith@example.com", "ＡＬＩＣＥ.ＳＭＩＴＨ!", id="local-part-in-fullwidth-letters"),
-    pytest.param("alice.smith@example.com", " " * 8, id="only-whitespace"),
-    pytest.param("alice.smith@example.com", "alice.smith-2024", id="local-part"),
-    pytest.param("alice.smith@example.com", "I-am-ALICE.SMITH", id="local-part-in-any-case"),
-    pytest.param("a.lice@gmail.com", "my-alice-passphrase", id="gmail-local-part-without-dots"),
-    pytest.param("bob+shop@example.com", "bobsleigh-champion", id="local-part-without-tag"),
+ALICE = "alice.smith@example.com"
+REFUSED = [  # (email, password, the reason named in `errors`): refused wherever a password is chosen
+    pytest.param(ALICE, "password", passwords.COMMON, id="common"),
+    pytest.param(ALICE, "12345678", passwords.COMMON, id="common-digits"),
+    pytest.param(ALICE, "PASSWORD1", passwords.COMMON, id="common-in-any-case"),
+    pytest.param(ALICE, "ｐａｓｓｗｏｒｄ", passwords.COMMON, id="common-in-fullwidth-letters"),
+    pytest.param(ALICE, "password ", passwords.COMMON, id="common-with-a-trailing-space"),
+    pytest.param(ALICE, "  password  ", passwords.COMMON, id="common-with-spaces-around"),
+    pytest.param(ALICE, "p\u0430ssword", passwords.COMMON, id="common-with-a-cyrillic-a"),
+    pytest.param(ALICE, "\u0440\u0430ss\u051do\u0433d", passwords.COMMON, id="common-in-cyrillic-look-alikes"),
+    pytest.param(ALICE, "passw0rd", passwords.COMMON, id="common-with-a-zero"),
+    pytest.param(ALICE, "ＡＬＩＣＥ.ＳＭＩＴＨ!", passwords.NAMES_MAILBOX, id="local-part-in-fullwidth-letters"),
+    pytest.param(ALICE, "\u0430lice.smith-2024", passwords.NAMES_MAILBOX, id="local-part-with-a-cyrillic-a"),
+    pytest.param(ALICE, " " * 8, passwords.ONLY_WHITESPACE, id="only-whitespace"),
+    pytest.param(ALICE, "alice.smith-2024", passwords.NAMES_MAILBOX, id="local-part"),
+    pytest.param(ALICE, "I-am-ALICE.SMITH", passwords.NAMES_MAILBOX, id="local-part-in-any-case"),
+    pytest.param(
+        "a.lice@gmail.com", "my-alice-passphrase", passwords.NAMES_MAILBOX, id="gmail-local-part-without-dots"
+    ),
+    pytest.param("bob+shop@example.com", "bobsleigh-champion", passwords.NAMES_MAILBOX, id="local-part-without-tag"),
+    pytest.param(ALICE, "aaaaaaaaaa", passwords.ONE_CHARACTER, id="one-letter-repeated"),
+    pytest.param(ALICE, "aAaAaAaAaA", passwords.ONE_CHARACTER, id="one-letter-repeated-in-both-cases"),
+    pytest.param(ALICE, "🙂" * 9, passwords.ONE_CHARACTER, id="one-emoji-repeated"),
+    pytest.param(ALICE, "\u200b" * 10, passwords.INVISIBLE, id="zero-width-spaces"),
+    pytest.param(ALICE, "\x00" * 10, passwords.INVISIBLE, id="nul-bytes"),
+    pytest.param(ALICE, "correct\u200bhorse battery", passwords.INVISIBLE, id="a-zero-width-space-inside"),
+    pytest.param(ALICE, "correct horse\u202ebattery", passwords.INVISIBLE, id="a-bidi-override-inside"),
+    pytest.param(ALICE, "correct horse\nbattery", passwords.INVISIBLE, id="a-newline-inside"),
+    pytest.param(ALICE, "correct horse battery\t", passwords.INVISIBLE, id="a-trailing-tab"),
+    pytest.param(ALICE, "a\u0301b\u0301c\u0301d\u0301", passwords.TOO_SHORT, id="four-letters-with-four-accents"),
+    pytest.param(ALICE, "   short   ", passwords.TOO_SHORT, id="short-once-trimmed"),
+    pytest.param(ALICE, "🇫🇷🇩🇪🇮🇹🇪🇸", passwords.TOO_SHORT, id="four-flags-of-two-code-points-each"),
 ]
 ACCEPTED = [
     pytest.param("al@example.com", "al-is-my-name-here", id="local-part-under-3-characters"),
-    pytest.param("alice.smith@example.com", "correct horse battery staple", id="uncommon"),
+    pytest.param(ALICE, "correct horse battery staple", id="uncommon"),
+    pytest.param(ALICE, "  spaces around are trimmed  ", id="spaces-around"),
+    pytest.param(ALICE, "crème brûlée à la française", id="latin-with-accents"),
+    pytest.param(ALICE, "корректная лошадь батарейка", id="cyrillic"),
+    pytest.param(ALICE, "σωστό άλογο μπαταρία", id="greek"),
+    pytest.param(ALICE, "正しい馬の電池ホチキス", id="japanese"),
+    pytest.param(ALICE, "正确的马电池订书钉", id="chinese"),
+    pytest.param(ALICE, "حصان صحيح بطارية دباسة", id="arabic"),
+    pytest.param(ALICE, "सही घोड़ा बैटरी", id="devanagari"),
+    pytest.param(ALICE, "🐱🐶🦊🐼🐨🐯🦁🐮", id="emoji"),
+    pytest.param(ALICE, "👍🏽 tulips 🌷 in spring", id="emoji-with-a-skin-tone-among-words"),
 ]
 
 
@@ -182,12 +214,12 @@ CHOOSING = [
 
 
 @pytest.mark.parametrize("choose", CHOOSING)
-@pytest.mark.parametrize(("email", "password"), REFUSED)
-def test_refused_passwords_are_422_naming_the_field(api, make, choose, email, password):
+@pytest.mark.parametrize(("email", "password", "reason"), REFUSED)
+def test_refused_passwords_are_422_naming_the_field_and_the_reason(api, make, choose, email, password, reason):
     answer, field = choose(api, make, email, password)
     body = assert_problem(answer, 422)
     assert body["type"] == "urn:referral:problem:password-refused"
-    assert list(body["errors"]) == [field]
+    assert body["errors"] == {field: reason}
     assert_problem(login(api, email, password), 401)  # nothing was stored with it
 
 
@@ -199,13 +231,18 @@ def test_other_passwords_are_accepted(api, make, choose, email, password):
     assert login(api, email, password).status_code == 200
 
 
-def test_signing_in_needs_only_the_right_password(api):
-    """The rules are for choosing a password: one stored before them still signs in."""
+@pytest.mark.parametrize(
+    "password", ["password", "password ", "aaaaaaaaaa", "p\u0430ssword", "a\u0301b\u0301c\u0301d\u0301"]
+)
+def test_signing_in_needs_only_the_right_password(api, password):
+    """The rules are for choosing a password: one stored before them still signs in, exactly as it was chosen."""
     email = random_email()
-    password_hash = referral.security._hash_sync("password", 4)
+    password_hash = referral.security._hash_sync(password, 4)
     insert = user_table.insert().values(email=email, password_hash=password_hash, created_at=utcnow())
     api.run(api.app.ctx.db.execute(insert))
-    assert login(api, email, "password").status_code == 200
+    assert login(api, email, password).status_code == 200
+    if password != password.strip():
+        assert_problem(login(api, email, password.strip()), 401)  # never trimmed when checked
 
 
 # ------------------------------------------------------------------------------------------- #

@@ -67,7 +67,7 @@ def test_emails_are_normalised_by_email_validator_and_refusals_say_why():
 class TestLongAndUnicodePasswords:
     @pytest.mark.parametrize(
         "password",
-        ["p" * 8, "p" * 72, "p" * 256, "a1" * 50, "пароль-密码-🔑-ünïcode"],
+        [("qzmvxkjw" * 32)[:length] for length in (8, 72, 256)] + ["a1" * 50, "пароль-密码-🔑-ünïcode"],
         ids=["length 8", "length 72", "length 256", "hundred characters", "non-ASCII"],
     )
     def test_length_bounds_and_unicode_are_accepted(self, api, password):

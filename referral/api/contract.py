@@ -34,8 +34,9 @@ from referral.services.models import (
     ReferralInfo,
     ReferrerStats,
 )
+from referral.services.passwords import PASSWORD_MIN
 
-PASSWORD_MIN, PASSWORD_MAX = 8, 256
+PASSWORD_MAX = 256
 LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX = 100, 1000
 EMAIL_MAX = 254
 INT32_MAX = 2**31 - 1
@@ -95,7 +96,10 @@ Email = Annotated[
 NewPassword = Annotated[
     StrictStr,
     described(
-        f"{PASSWORD_MIN} to {PASSWORD_MAX} characters, any Unicode; never truncated.",
+        f"{PASSWORD_MIN} to {PASSWORD_MAX} characters (at least {PASSWORD_MIN} as a person sees them, after "
+        "trimming), any Unicode but control and format characters; never truncated. Refused when one character "
+        "repeated, among the 10,000 most common (compared folded: case, width, look-alike letters) or containing "
+        "the email's name.",
         "correct horse battery",
         min_length=PASSWORD_MIN,
         max_length=PASSWORD_MAX,

@@ -1,8 +1,12 @@
-"""Which new passwords are refused: blank ones, the most common ones, and those naming their mailbox.
+"""Which new passwords are refused, each with its reason: blank ones, invisible characters, fewer than
+PASSWORD_MIN graphemes, one character repeated, the most common ones, and those naming their mailbox.
 
 These rules are for choosing a password (sign-up, referral sign-up, password change); signing in
-needs only the right one. The common passwords are the first COMMON_PASSWORDS of zxcvbn's
-frequency-ordered list, kept as one frozenset of lower-cased strings.
+needs only the right one. Before the common-password and mailbox checks a password is trimmed and
+folded (`fold`): NFKC, case-folded, then the UTS #39 confusables skeleton from ICU (PyICU), so that
+`password` in fullwidth letters, or with a Cyrillic `a` (U+0430), counts as `password`. The common
+passwords are the first COMMON_PASSWORDS of zxcvbn's frequency-ordered list, folded alike, kept as one
+frozenset.
 """
 
 from __future__ import annotations
@@ -12,11 +16,26 @@ import unicodedata
 from functools import lru_cache
 from pathlib import Path
 
+import icu
+import regex
+
 from referral.errors import InvalidField
 from referral.services.mailboxes import canonical_local_part
 
 COMMON_PASSWORDS = 10_000
 LOCAL_PART_MIN = 3
+PASSWORD_MIN = 8  # graphemes after trimming: what a person sees as characters
+INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf"})  # control and format (zero-width, bidi) characters
+GRAPHEME = regex.compile(r"\X")
+SPOOF_CHECKER = icu.SpoofChecker()  # its skeleton is thread-safe (a const function in ICU)
+SKELETON_TYPE = 0  # ICU ignores it since ICU 58: UTS #39 has one skeleton
+
+ONLY_WHITESPACE = "must not be only whitespace"
+INVISIBLE = "must not contain control or invisible formatting characters (such as zero-width spaces)"
+TOO_SHORT = f"must be at least {PASSWORD_MIN} characters long (a letter with its accents counts once)"
+ONE_CHARACTER = "must not be one character repeated"
+COMMON = "is one of the most common passwords"
+NAMES_MAILBOX = "must not contain the name of your email address"
 
 
 class PasswordRefused(InvalidField):
@@ -25,15 +44,34 @@ class PasswordRefused(InvalidField):
 
 
 def check_new_password(password: str, *, email: str, field: str = "password") -> None:
-    """PasswordRefused, naming `field`, unless `password` may be chosen by the owner of `email`."""
-    if not password.strip():
-        raise PasswordRefused(field=field, reason="must not be only whitespace")
-    folded = unicodedata.normalize("NFKC", password).casefold()  # fullwidth "ｐａｓｓｗｏｒｄ" is "password"
+    """PasswordRefused, naming `field` and the reason, unless `password` may be chosen by the owner of `email`."""
+    trimmed = password.strip()
+    reason = _refusal(password, trimmed, email)
+    if reason:
+        raise PasswordRefused(field=field, reason=reason)
+
+
+def _refusal(password: str, trimmed: str, email: str) -> str | None:
+    if not trimmed:
+        return ONLY_WHITESPACE
+    if any(unicodedata.category(char) in INVISIBLE_CATEGORIES for char in password):
+        return INVISIBLE
+    if len(GRAPHEME.findall(trimmed)) < PASSWORD_MIN:
+        return TOO_SHORT
+    folded = fold(trimmed)
+    if len(set(GRAPHEME.findall(folded))) == 1:
+        return ONE_CHARACTER
     if folded in common_passwords():
-        raise PasswordRefused(field=field, reason="is one of the most common passwords")
+        return COMMON
     local = canonical_local_part(email)
-    if len(local) >= LOCAL_PART_MIN and local in folded:
-        raise PasswordRefused(field=field, reason="must not contain the name of your email address")
+    if len(local) >= LOCAL_PART_MIN and fold(local) in folded:
+        return NAMES_MAILBOX
+    return None
+
+
+def fold(text: str) -> str:
+    """NFKC, case-folded, then the UTS #39 skeleton: what `text` looks like, for comparing."""
+    return SPOOF_CHECKER.getSkeleton(SKELETON_TYPE, unicodedata.normalize("NFKC", text).casefold())
 
 
 @lru_cache(maxsize=1)
@@ -52,4 +90,4 @@ def common_passwords() -> frozenset[str]:
     else:
         start += len(marker)
         words = source[start : source.index('"', start)].split(",", COMMON_PASSWORDS)
-    return frozenset(word.casefold() for word in words[:COMMON_PASSWORDS])
+    return frozenset(fold(word) for word in words[:COMMON_PASSWORDS])
