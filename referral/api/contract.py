@@ -97,9 +97,9 @@ NewPassword = Annotated[
     StrictStr,
     described(
         f"{PASSWORD_MIN} to {PASSWORD_MAX} characters (at least {PASSWORD_MIN} as a person sees them, after "
-        "trimming), any Unicode but control and format characters; never truncated. Refused when one character "
-        "repeated, among the 10,000 most common (compared folded: case, width, look-alike letters) or containing "
-        "the email's name.",
+        "trimming), any Unicode but control and format characters; never truncated. Refused when it is one "
+        "character repeated, is among the 10,000 most common (compared folded: case, width, look-alike letters) "
+        "or contains the email's name.",
         "correct horse battery",
         min_length=PASSWORD_MIN,
         max_length=PASSWORD_MAX,

@@ -45,13 +45,14 @@ class PasswordRefused(InvalidField):
 
 def check_new_password(password: str, *, email: str, field: str = "password") -> None:
     """PasswordRefused, naming `field` and the reason, unless `password` may be chosen by the owner of `email`."""
-    trimmed = password.strip()
-    reason = _refusal(password, trimmed, email)
-    if reason:
+    reason = refusal(password, email=email)
+    if reason is not None:
         raise PasswordRefused(field=field, reason=reason)
 
 
-def _refusal(password: str, trimmed: str, email: str) -> str | None:
+def refusal(password: str, *, email: str) -> str | None:
+    """Why the owner of `email` may not choose `password`, or None."""
+    trimmed = password.strip()
     if not trimmed:
         return ONLY_WHITESPACE
     if any(unicodedata.category(char) in INVISIBLE_CATEGORIES for char in password):
