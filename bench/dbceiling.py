@@ -108,7 +108,7 @@ def write_statements() -> dict[str, Statement]:
     set_expiry = (
         referral_code.update()
         .where(referral_code.c.id == sa.bindparam("code_id"))
-        .values(expires_at=sa.bindparam("expires_at"))
+        .values(expires_at=sa.bindparam("expires_at"), max_uses=sa.bindparam("max_uses"))
     )
     return {
         name: Statement.of(statement)
@@ -261,8 +261,9 @@ def create_app(*_: object) -> Sanic:
                 if live is None or live["expires_at"] <= now:
                     return answer({"title": "no active code"}, status=404)
                 s = statements["set_expiry"]
-                await connection.execute(s.sql, *s.args(code_id=live["id"], expires_at=expires_at))
-            return answer(code_json(user_id, live["code"], expires_at))
+                args = s.args(code_id=live["id"], expires_at=expires_at, max_uses=live["max_uses"])
+                await connection.execute(s.sql, *args)
+            return answer({**code_json(user_id, live["code"], expires_at), "max_uses": live["max_uses"]})
 
     else:
         sqlite_pool = SQLitePool(url.split(":///", 1)[1], pool_size)
@@ -292,8 +293,8 @@ def create_app(*_: object) -> Sanic:
         row = await fetch_code(request.args.get("email", ""))
         if row is None:
             return answer({"title": "no active code"}, status=404)
-        _id, user_id, code, expires_at = row
-        return answer(code_json(user_id, code, expires_at))
+        _id, user_id, code, expires_at, max_uses = row
+        return answer({**code_json(user_id, code, expires_at), "max_uses": max_uses})
 
     @app.get("/referals/list")
     async def referals_list(request: Request) -> HTTPResponse:
@@ -301,9 +302,16 @@ def create_app(*_: object) -> Sanic:
         referrer_id = int(args.get("user_id", "0"))
         limit, offset = int(args.get("limit", "100")), int(args.get("offset", "0"))
         rows = await fetch_page(referrer_id, limit, offset)
-        total = rows[0][5] if rows else 0
+        total = rows[0][7] if rows else 0
         items = [
-            {"id": row[0], "email": row[1], "code": row[3], "ref_key": code_json(row[2], row[3], row[4])}
+            {
+                "id": row[0],
+                "email": row[1],
+                "code": row[3],
+                "ref_key": code_json(row[2], row[3], row[4]),
+                "status": row[5],
+                "qualified_at": iso(row[6]) if row[6] else None,
+            }
             for row in rows
         ]
         return answer(items, headers={"X-Total-Count": str(total)})
