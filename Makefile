@@ -57,7 +57,14 @@ $(VENV_CFG): $(if $(VENV_BROKEN),FORCE)
 	@$(PIP_INSTALL) --upgrade pip || echo "make: pip not upgraded; going on with the one the venv has"
 
 # A stamp is touched only when its install finished: an interrupted install is run again.
+# PyICU (the password rules' look-alike letters) has no wheel: pip builds it against the system's ICU.
+# Say what to install before pip fails half-way with a compiler error.
 $(INSTALLED): requirements.txt $(VENV_CFG)
+	@$(BIN)/python -c 'import icu' 2>/dev/null || pkg-config --exists icu-i18n 2>/dev/null || { \
+		echo "make: PyICU builds against ICU, which is missing. Install it first:" >&2; \
+		echo "  Debian/Ubuntu: sudo apt-get install libicu-dev pkg-config g++" >&2; \
+		echo "  macOS: brew install icu4c pkg-config, then PKG_CONFIG_PATH=\$$(brew --prefix icu4c)/lib/pkgconfig" >&2; \
+		exit 1; }
 	$(PIP_INSTALL) -r requirements.txt
 	touch $@
 

@@ -131,6 +131,18 @@ def test_refers_run_installs_the_runtime_and_test_the_dev_requirements(venv: Pat
         assert "-r requirements-dev.txt" in make("-n", f"VENV={venv}", target).stdout, target
 
 
+def test_missing_icu_is_named_before_pip_runs(tmp_path: Path, venv: Path) -> None:
+    """PyICU has no wheel: without ICU to build against, make says what to install instead of a compiler error."""
+    no_icu = 'case "$2" in "import icu") exit 1;; esac\n' + FAKE_PYTHON.format(version="3.11.7")
+    fake_command(venv / "bin" / "python", no_icu)
+    fake_command(tmp_path / "bin" / "pkg-config", "exit 1\n")
+    done = make(f"VENV={venv}", venv / ".installed-requirements", path=f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    assert done.returncode != 0
+    assert "libicu-dev pkg-config g++" in done.stderr
+    assert "pip install" not in done.stdout
+    assert not (venv / ".installed-requirements").exists()
+
+
 # --- ReDoc: any failure is one line and the set-up goes on ---
 
 
