@@ -13,21 +13,23 @@ from __future__ import annotations
 
 import importlib.util
 import unicodedata
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import icu
 import regex
 
 from referral.errors import InvalidField
 from referral.services.mailboxes import canonical_local_part
+
+if TYPE_CHECKING:
+    import icu
 
 COMMON_PASSWORDS = 10_000
 LOCAL_PART_MIN = 3
 PASSWORD_MIN = 8  # graphemes after trimming: what a person sees as characters
 INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf"})  # control and format (zero-width, bidi) characters
 GRAPHEME = regex.compile(r"\X")
-SPOOF_CHECKER = icu.SpoofChecker()  # its skeleton is thread-safe (a const function in ICU)
 SKELETON_TYPE = 0  # ICU ignores it since ICU 58: UTS #39 has one skeleton
 
 ONLY_WHITESPACE = "must not be only whitespace"
@@ -72,7 +74,16 @@ def refusal(password: str, *, email: str) -> str | None:
 
 def fold(text: str) -> str:
     """NFKC, case-folded, then the UTS #39 skeleton: what `text` looks like, for comparing."""
-    return SPOOF_CHECKER.getSkeleton(SKELETON_TYPE, unicodedata.normalize("NFKC", text).casefold())
+    return spoof_checker().getSkeleton(SKELETON_TYPE, unicodedata.normalize("NFKC", text).casefold())
+
+
+@cache
+def spoof_checker() -> icu.SpoofChecker:
+    """ICU's checker, made by the first new password a worker checks: ICU costs a worker about 10 MiB,
+    which workers that never see one (most serve getcode) do not pay. Its skeleton is thread-safe."""
+    import icu
+
+    return icu.SpoofChecker()
 
 
 @lru_cache(maxsize=1)
