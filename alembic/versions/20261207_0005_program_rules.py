@@ -1,4 +1,5 @@
-"""Program rules: a use limit and a use count on codes, a status on referrals, qualified counts.
+"""Program rules: a use limit and a use count on codes, a status on referrals, qualified counts, and an
+index of each user's codes (the partial unique index of live codes cannot serve a query for all of them).
 
 Revision ID: 0005
 Revises: 0004
@@ -26,6 +27,7 @@ def upgrade() -> None:
         "UPDATE referral_code SET uses = (SELECT count(*) FROM referral WHERE referral.code_id = referral_code.id) "
         "WHERE EXISTS (SELECT 1 FROM referral WHERE referral.code_id = referral_code.id)"
     )
+    op.create_index("ix_referral_code_user_id_id", "referral_code", ["user_id", "id"])
     op.add_column("referral", sa.Column("status", sa.String(length=16), server_default="registered", nullable=False))
     op.add_column("referral", sa.Column("qualified_at", sa.DateTime(timezone=True), nullable=True))
     op.add_column("referral", sa.Column("reference", sa.String(length=128), nullable=True))
@@ -37,6 +39,7 @@ def downgrade() -> None:
     with op.batch_alter_table("referral_count") as batch:
         batch.drop_column("qualified")
     op.drop_index("ix_referral_status_id", table_name="referral")
+    op.drop_index("ix_referral_code_user_id_id", table_name="referral_code")
     with op.batch_alter_table("referral") as batch:
         batch.drop_column("reference")
         batch.drop_column("qualified_at")

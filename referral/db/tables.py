@@ -70,6 +70,7 @@ referral_code = sa.Table(
     # only while `uses < max_uses` (referral.db.codes.use_code), so the database holds the limit.
     sa.Column("max_uses", sa.Integer, nullable=True),
     sa.Column("uses", sa.Integer, nullable=False, server_default="0"),
+    sa.Index("ix_referral_code_user_id_id", "user_id", "id"),  # a user's codes, newest first (`/refer/stats`)
     sa.Index(
         "uq_referral_code_user_id_live",
         "user_id",
