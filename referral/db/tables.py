@@ -1,4 +1,9 @@
-"""The schema: SQLAlchemy Core tables shared by the queries and the Alembic migrations."""
+"""The schema: SQLAlchemy Core tables shared by the queries and the Alembic migrations.
+
+Ids are never handed out twice: tables with an integer id say `sqlite_autoincrement=True` (SQLite would
+otherwise give a deleted row's id to the next row, and a deleted account's tokens would open the next
+account); PostgreSQL's sequences never reuse a value.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ NAMING_CONVENTION = {
 
 metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
 
-REVISION = "0005"
+REVISION = "0006"
 """The Alembic revision these tables are (tests/test_migrations.py checks it is alembic/versions' head):
 each worker compares the database's with it without loading Alembic."""
 
@@ -54,6 +59,7 @@ user = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     # Raised by logout and password change: tokens carry the version they were issued at.
     sa.Column("token_version", sa.Integer, nullable=False, server_default="0"),
+    sqlite_autoincrement=True,
 )
 
 referral_code = sa.Table(
@@ -77,6 +83,7 @@ referral_code = sa.Table(
         sqlite_where=sa.text("retired_at IS NULL"),
         postgresql_where=sa.text("retired_at IS NULL"),
     ),
+    sqlite_autoincrement=True,
 )
 
 referral = sa.Table(
@@ -99,6 +106,7 @@ referral = sa.Table(
     sa.Index("ix_referral_referrer_id_id", "referrer_id", "id"),
     sa.Index("ix_referral_status_id", "status", "id"),
     sa.Index("ix_referral_code_id", "code_id"),
+    sqlite_autoincrement=True,
 )
 
 
@@ -127,6 +135,7 @@ outbox_event = sa.Table(
     sa.Column("type", sa.String(64), nullable=False),
     sa.Column("payload", sa.Text, nullable=False),  # the JSON body: {"type", "timestamp", "data"}
     sa.Column("created_at", UTCDateTime, nullable=False),
+    sqlite_autoincrement=True,
 )
 
 DELIVERY_STATES = ("pending", "delivered", "failed")
@@ -148,4 +157,5 @@ outbox_delivery = sa.Table(
     sa.CheckConstraint("state IN ('pending', 'delivered', 'failed')", name="state"),
     sa.Index("ix_outbox_delivery_state_next_attempt_at", "state", "next_attempt_at"),
     sa.Index("ix_outbox_delivery_event_id", "event_id"),
+    sqlite_autoincrement=True,
 )
