@@ -45,7 +45,7 @@ class AppContext:
     integration_keys: IntegrationKeys
     redis: RedisLink | None = None  # REDIS_URL: the code cache and the rate limits share it
     trusts_forwarding: bool = False  # Sanic's proxy settings: set when the server starts (`client_ip`)
-    deliveries: Deliveries | None = None  # the outbox's delivery loop, while a channel exists (WEBHOOK_URLS)
+    deliveries: Deliveries | None = None  # the outbox's delivery loop, while the server runs
 
 
 ReferralApp = Sanic[Any, AppContext]
@@ -132,14 +132,13 @@ async def _close_resources(app: ReferralApp) -> None:
 
 
 async def _start_deliveries(app: ReferralApp) -> None:
-    """Every worker delivers the outbox, when a channel is configured (WEBHOOK_URLS)."""
+    """Every worker delivers the outbox: mail always, webhooks with WEBHOOK_URLS."""
     deliveries = Deliveries.for_settings(app.ctx.db, app.ctx.settings)
-    if deliveries is not None:
-        app.ctx.deliveries = deliveries
-        # Recording (`referral.outbox.record`) calls the database's hook after it writes an event: the loop
-        # wakes at once instead of at its next poll.
-        app.ctx.db.on_event_recorded = deliveries.nudge
-        deliveries.start()
+    app.ctx.deliveries = deliveries
+    # Recording (`referral.outbox.record`) calls the database's hook after it writes an event or a message:
+    # the loop wakes at once instead of at its next poll.
+    app.ctx.db.on_event_recorded = deliveries.nudge
+    deliveries.start()
 
 
 async def _stop_deliveries(app: ReferralApp) -> None:

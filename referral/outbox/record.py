@@ -3,6 +3,7 @@
 The data-layer function of a change calls `record_event` inside the service's transaction, so the event
 commits or rolls back with the change it reports. The destinations are the database's
 `webhook_endpoints` (set from WEBHOOK_URLS by `create_database`); with none, nothing is written.
+`record_mail` writes a message the same way, always: one row for it and one delivery to its recipient.
 
 The nudge: after recording, `record_event` calls `db.on_event_recorded` when it is set (the delivery task
 of this worker sets it, to wake up at once instead of at its next poll). It may run before the commit:
@@ -19,8 +20,10 @@ import orjson
 
 from referral.db.database import ReferralDatabase
 from referral.db.tables import outbox_delivery, outbox_event
+from referral.outbox.mail import MAIL_CHANNEL, Mail
 
 WEBHOOK_CHANNEL = "webhook"
+MAIL_EVENT_TYPE = "mail"
 
 
 def new_event_id() -> str:
@@ -64,6 +67,28 @@ async def record_event(db: ReferralDatabase, event_type: str, data: dict[str, An
                 }
                 for url in destinations
             ]
+        )
+    )
+    if db.on_event_recorded is not None:
+        db.on_event_recorded()
+
+
+async def record_mail(db: ReferralDatabase, mail: Mail, *, now: datetime) -> None:
+    """Insert a message and its one pending delivery to its recipient (call inside the transaction of the
+    request that sends it): recorded whatever WEBHOOK_URLS says."""
+    event_row_id = await db.fetch_val(
+        outbox_event.insert()
+        .values(event_id=new_event_id(), type=MAIL_EVENT_TYPE, payload=mail.payload(), created_at=now)
+        .returning(outbox_event.c.id)
+    )
+    await db.execute(
+        outbox_delivery.insert().values(
+            event_id=event_row_id,
+            channel=MAIL_CHANNEL,
+            destination=mail.to,
+            state="pending",
+            attempts=0,
+            next_attempt_at=now,
         )
     )
     if db.on_event_recorded is not None:
