@@ -24,6 +24,7 @@ from referral.redis_link import RedisLink
 from referral.security import IntegrationKeys, PasswordHasher
 from referral.services.codes import CodeService
 from referral.services.referrals import ReferralService
+from referral.services.resets import PasswordResets
 from referral.services.users import UserService
 from referral.workers import share_counts
 
@@ -40,6 +41,7 @@ class AppContext:
     rate_limits: RateLimits
     hasher: PasswordHasher
     users: UserService
+    resets: PasswordResets
     codes: CodeService
     referrals: ReferralService
     integration_keys: IntegrationKeys
@@ -80,6 +82,7 @@ def create_app(*cli_args: Any, settings: Settings | None = None) -> ReferralApp:
         rate_limits=rate_limits,
         hasher=hasher,
         users=UserService(db, settings, rate_limits, hasher),
+        resets=PasswordResets(db, settings, hasher),
         codes=CodeService(db, cache),
         referrals=ReferralService(db, hasher),
         integration_keys=IntegrationKeys(settings.integration_key_list),

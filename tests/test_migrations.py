@@ -16,7 +16,17 @@ from referral.db.migrations import SCRIPT_LOCATION
 from referral.db.tables import REVISION, metadata
 from tests.databases import downgrade, migrate
 
-TABLES = {"user", "referral_code", "referral", "referral_count", "outbox_event", "outbox_delivery", "alembic_version"}
+TABLES = {
+    "user",
+    "referral_code",
+    "referral",
+    "referral_count",
+    "outbox_event",
+    "outbox_delivery",
+    "password_reset",
+    "reset_request",
+    "alembic_version",
+}
 
 
 def inspect(url: str, schema: str | None, action):

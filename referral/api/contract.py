@@ -146,6 +146,30 @@ class PasswordChange(RequestModel):
     new_password: Annotated[NewPassword, described(example="a new and better passphrase")]
 
 
+class PasswordForgotten(RequestModel):
+    """The email of the account whose password was forgotten."""
+
+    email: Email
+
+
+RESET_TOKEN_MAX = 128
+
+
+class PasswordReset(RequestModel):
+    """The one-time token from the reset email's link, and the new password."""
+
+    token: Annotated[
+        StrictStr,
+        described(
+            "The `token` of the link in the reset email.",
+            "Zx4oQm2v8kWb1nYt5rLh7pJc3sDa9fGe6uKi0qXw-_M",
+            min_length=1,
+            max_length=RESET_TOKEN_MAX,
+        ),
+    ]
+    new_password: Annotated[NewPassword, described(example="a new and better passphrase")]
+
+
 class TokenRequest(RequestModel):
     """OAuth 2.0 resource owner password credentials grant (RFC 6749 §4.3), sent as a form."""
 
@@ -227,6 +251,15 @@ class UserId(TypedDict):
     """The new account's id."""
 
     user_id: Id
+
+
+RESET_REQUESTED = "If an account exists for this email, a reset link is on its way."
+
+
+class ResetRequested(TypedDict):
+    """The same answer whether the email has an account or not."""
+
+    detail: Annotated[str, described(None, RESET_REQUESTED)]
 
 
 class AuthToken(TypedDict):

@@ -1,4 +1,4 @@
-"""/user: registration, sign-in, the OAuth 2.0 password grant, logout and password change."""
+"""/user: registration, sign-in, the OAuth 2.0 password grant, logout, password change and reset."""
 
 from __future__ import annotations
 
@@ -7,12 +7,16 @@ from sanic import Blueprint, Request
 from sanic.response import HTTPResponse
 
 from referral.api.contract import (
+    RESET_REQUESTED,
     AuthToken,
     Credentials,
     LoginCredentials,
     OAuthError,
     OAuthToken,
     PasswordChange,
+    PasswordForgotten,
+    PasswordReset,
+    ResetRequested,
     TokenRequest,
     UserId,
 )
@@ -20,6 +24,7 @@ from referral.api.problems import InvalidOAuthRequest, UnsupportedGrantType
 from referral.api.routing import FORM, Answer, answer, client_ip, no_content, operation, services
 from referral.errors import Overloaded
 from referral.services.passwords import PasswordRefused
+from referral.services.resets import InvalidResetToken
 from referral.services.users import BadCredentials, EmailTaken, WrongPassword
 
 bp = Blueprint("user", url_prefix="/user")
@@ -128,6 +133,47 @@ async def change_password(request: Request, user_id: int, body: PasswordChange) 
     """
     signed_in = await services(request).users.change_password(
         user_id, current=body.current_password, new=body.new_password, client=client_ip(request)
+    )
+    return answer({"token": signed_in.token, "user_id": signed_in.user_id})
+
+
+@operation(
+    bp,
+    "POST",
+    "/password/forgot",
+    summary="Forgot your password: get a reset link by email",
+    answers=Answer(202, ResetRequested, "Accepted: the same answer whether the email has an account or not."),
+    limit="password-forgot",
+)
+async def forgot_password(request: Request, body: PasswordForgotten) -> HTTPResponse:
+    """Email a one-time reset link to the account with this email, if there is one.
+
+    The answer is the same for every email, so it tells nobody whether an account exists. The link
+    works once, for RESET_TOKEN_TTL seconds, and a newer request replaces it. At most 3 messages an
+    hour go to one mailbox; past that the answer is the same and no message is sent.
+    """
+    await services(request).resets.request(body.email)
+    return answer({"detail": RESET_REQUESTED}, status=202)
+
+
+@operation(
+    bp,
+    "POST",
+    "/password/reset",
+    summary="Choose a new password with a reset link's token",
+    answers=Answer(200, AuthToken, "The password was reset: a fresh token (every older one has stopped working)."),
+    limit="password-reset",
+    no_store=True,
+    errors=(InvalidResetToken, PasswordRefused, Overloaded),
+)
+async def reset_password(request: Request, body: PasswordReset) -> HTTPResponse:
+    """Set a new password with the token from the reset email. Every token issued before stops working.
+
+    400 for a token that is unknown, already used or expired (one answer for the three); 422 when the
+    new password is refused (`errors.new_password`), and the reset token still works.
+    """
+    signed_in = await services(request).resets.reset(
+        body.token, new_password=body.new_password, client=client_ip(request)
     )
     return answer({"token": signed_in.token, "user_id": signed_in.user_id})
 

@@ -23,7 +23,7 @@ NAMING_CONVENTION = {
 
 metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
 
-REVISION = "0006"
+REVISION = "0007"
 """The Alembic revision these tables are (tests/test_migrations.py checks it is alembic/versions' head):
 each worker compares the database's with it without loading Alembic."""
 
@@ -158,4 +158,28 @@ outbox_delivery = sa.Table(
     sa.Index("ix_outbox_delivery_state_next_attempt_at", "state", "next_attempt_at"),
     sa.Index("ix_outbox_delivery_event_id", "event_id"),
     sqlite_autoincrement=True,
+)
+
+
+# Password resets (referral.services.resets): at most one live token per account, kept as its SHA-256 only;
+# a newer request replaces it and a reset deletes it.
+password_reset = sa.Table(
+    "password_reset",
+    metadata,
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("user.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),  # hex SHA-256 of the emailed token
+    sa.Column("expires_at", UTCDateTime, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+# Reset requests per canonical mailbox in its current hour, for the limit on messages: keyed by an HMAC of
+# the mailbox (no address is kept), written alike for every request, whether the email has an account or
+# not. Rows of hours that ended are deleted by the next request.
+reset_request = sa.Table(
+    "reset_request",
+    metadata,
+    sa.Column("mailbox_key", sa.String(64), primary_key=True),
+    sa.Column("window_started_at", UTCDateTime, nullable=False),
+    sa.Column("requests", sa.Integer, nullable=False),
+    sa.Index("ix_reset_request_window_started_at", "window_started_at"),
 )
