@@ -81,10 +81,10 @@ def create_app(*cli_args: Any, settings: Settings | None = None) -> ReferralApp:
         cache=cache,
         rate_limits=rate_limits,
         hasher=hasher,
-        users=UserService(db, settings, rate_limits, hasher),
+        users=UserService(db, settings, rate_limits, hasher, cache),
         resets=PasswordResets(db, settings, hasher),
         codes=CodeService(db, cache),
-        referrals=ReferralService(db, hasher),
+        referrals=ReferralService(db, hasher, secret_key=settings.secret_key),
         integration_keys=IntegrationKeys(settings.integration_key_list),
         redis=redis,
     )

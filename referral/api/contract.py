@@ -146,6 +146,12 @@ class PasswordChange(RequestModel):
     new_password: Annotated[NewPassword, described(example="a new and better passphrase")]
 
 
+class AccountDeletion(RequestModel):
+    """Your password, to confirm that the account is to be deleted."""
+
+    password: AnyPassword
+
+
 class PasswordForgotten(RequestModel):
     """The email of the account whose password was forgotten."""
 
@@ -354,7 +360,7 @@ class ListedReferral(TypedDict):
     """One of your referrals, with the code it registered with (deleted codes included)."""
 
     id: Id
-    email: Annotated[str, described(None, "bob@example.com")]
+    email: Annotated[str | None, described("Null once that person deleted their account.", "bob@example.com")]
     code: Annotated[str, described("The code the referral registered with.", "K7QX2M9RTA")]
     ref_key: CodeKey
     status: ReferralStatus

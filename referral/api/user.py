@@ -1,4 +1,4 @@
-"""/user: registration, sign-in, the OAuth 2.0 password grant, logout, password change and reset."""
+"""/user: registration, sign-in, the OAuth 2.0 password grant, logout, password change and reset, deletion."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from sanic.response import HTTPResponse
 
 from referral.api.contract import (
     RESET_REQUESTED,
+    AccountDeletion,
     AuthToken,
     Credentials,
     LoginCredentials,
@@ -176,6 +177,26 @@ async def reset_password(request: Request, body: PasswordReset) -> HTTPResponse:
         body.token, new_password=body.new_password, client=client_ip(request)
     )
     return answer({"token": signed_in.token, "user_id": signed_in.user_id})
+
+
+@operation(
+    bp,
+    "POST",
+    "/delete",
+    summary="Delete your account",
+    answers=Answer(204, None, "The account is deleted: its codes, its tokens and its email are gone."),
+    user_limit=True,
+    errors=(WrongPassword, Overloaded),
+)
+async def delete_account(request: Request, user_id: int, body: AccountDeletion) -> HTTPResponse:
+    """Delete your account, confirmed with your password (403 when wrong; it counts as a failed login).
+
+    Your codes stop working (getcode 404, referral registration 410), every token ends, and your email is
+    erased from everything the service keeps: where you were someone's referral, that referral stays in
+    their list and counts with `email: null`. The email may register again as a new account.
+    """
+    await services(request).users.delete_account(user_id, password=body.password, client=client_ip(request))
+    return no_content()
 
 
 def token_form(request: Request) -> TokenRequest:

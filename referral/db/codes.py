@@ -129,6 +129,14 @@ async def retire_code(db: ReferralDatabase, code_id: int, *, now: datetime) -> N
     )
 
 
+async def retire_codes_of(db: ReferralDatabase, user_id: int, *, now: datetime) -> None:
+    """Retire every code of a user whose account is deleted (`account.deleted` says it)."""
+    codes = referral_code.c
+    await db.execute(
+        referral_code.update().where(codes.user_id == user_id, codes.retired_at.is_(None)).values(retired_at=now)
+    )
+
+
 async def delete_code(db: ReferralDatabase, live: Mapping[str, Any], *, now: datetime) -> None:
     """Retire the live code (a row of `get_live_code`) at its owner's request; records `code.deleted`."""
     await retire_code(db, live["id"], now=now)

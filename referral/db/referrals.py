@@ -163,3 +163,18 @@ async def list_for_integration(db: ReferralDatabase, *, after_id: int, limit: in
     if status is not None:
         query = query.where(referral.c.status == status)
     return await db.fetch_all(query)
+
+
+async def erase_referral_of(db: ReferralDatabase, *, user_id: int, email: str, erased_mailbox: str) -> None:
+    """The referral a deleted account came from (by its account, or by its email) keeps its place in the
+    referrer's list and counts, without the email: its mailbox is kept only as `erased_mailbox`."""
+    r = referral.c
+    rows = await db.fetch_all(sa.select(r.id).where(sa.or_(r.user_id == user_id, r.email == email)).order_by(r.id))
+    for number, row in enumerate(rows):  # one mailbox had one referral; older rows without one get no key
+        values = {"email": None, "mailbox": None, "erased_mailbox": erased_mailbox if number == 0 else None}
+        await db.execute(referral.update().where(r.id == row.id).values(values))
+
+
+async def mailbox_was_erased(db: ReferralDatabase, erased_mailbox: str) -> bool:
+    """True when a deleted account's referral had this mailbox (its key: `erased_mailbox`)."""
+    return bool(await db.fetch_val(sa.select(sa.exists().where(referral.c.erased_mailbox == erased_mailbox))))

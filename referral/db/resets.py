@@ -69,3 +69,8 @@ async def use_token(db: ReferralDatabase, token_hash: str, *, now: datetime) -> 
     p = password_reset.c
     query = password_reset.delete().where(p.token_hash == token_hash, p.expires_at > now).returning(p.user_id)
     return await db.fetch_val(query)
+
+
+async def forget_token(db: ReferralDatabase, user_id: int) -> None:
+    """Delete the account's reset token, if any (its account is being deleted)."""
+    await db.execute(password_reset.delete().where(password_reset.c.user_id == user_id))

@@ -23,7 +23,7 @@ NAMING_CONVENTION = {
 
 metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
 
-REVISION = "0007"
+REVISION = "0008"
 """The Alembic revision these tables are (tests/test_migrations.py checks it is alembic/versions' head):
 each worker compares the database's with it without loading Alembic."""
 
@@ -54,11 +54,14 @@ user = sa.Table(
     "user",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("email", sa.String(320), nullable=False, unique=True),
-    sa.Column("password_hash", sa.String(100), nullable=False),
+    # Both null once the account is deleted: the row stays as a tombstone (`deleted_at`) so that codes,
+    # referrals and ids keep their references.
+    sa.Column("email", sa.String(320), nullable=True, unique=True),
+    sa.Column("password_hash", sa.String(100), nullable=True),
     sa.Column("created_at", UTCDateTime, nullable=False),
     # Raised by logout and password change: tokens carry the version they were issued at.
     sa.Column("token_version", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("deleted_at", UTCDateTime, nullable=True),
     sqlite_autoincrement=True,
 )
 
@@ -90,10 +93,14 @@ referral = sa.Table(
     "referral",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("email", sa.String(320), nullable=False, unique=True),
-    # The canonical mailbox (referral.services.mailboxes): one referral per inbox. Null only for
-    # rows registered before the rule whose mailbox an older row already had.
+    # Null once that person deleted their account.
+    sa.Column("email", sa.String(320), nullable=True, unique=True),
+    # The canonical mailbox (referral.services.mailboxes): one referral per inbox. Null for rows registered
+    # before the rule whose mailbox an older row already had, and once that person deleted their account.
     sa.Column("mailbox", sa.String(320), nullable=True, unique=True),
+    # After a deletion: an HMAC of the mailbox (key derived from SECRET_KEY), so that it cannot be referred
+    # again while the address itself is erased.
+    sa.Column("erased_mailbox", sa.String(64), nullable=True, unique=True),
     sa.Column("code_id", sa.Integer, sa.ForeignKey("referral_code.id", ondelete="CASCADE"), nullable=False),
     sa.Column("referrer_id", sa.Integer, sa.ForeignKey("user.id", ondelete="CASCADE"), nullable=False),
     # The account created with the referral when a password was given.

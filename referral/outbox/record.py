@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+import sqlalchemy as sa
 
 from referral.db.database import ReferralDatabase
 from referral.db.tables import outbox_delivery, outbox_event
@@ -93,3 +94,22 @@ async def record_mail(db: ReferralDatabase, mail: Mail, *, now: datetime) -> Non
     )
     if db.on_event_recorded is not None:
         db.on_event_recorded()
+
+
+EVENTS_WITH_EMAIL = ("user.registered", "referral.registered")
+
+
+async def erase_email(db: ReferralDatabase, email: str) -> None:
+    """Erase a deleted account's email from the outbox (run it in the deletion's transaction): messages to it
+    are deleted, sent or not, and events about it keep their place with `"email": null`."""
+    d, e = outbox_delivery.c, outbox_event.c
+    to_it = sa.select(d.event_id).where(d.channel == MAIL_CHANNEL, d.destination == email)
+    await db.execute(outbox_event.delete().where(e.id.in_(to_it)))
+    quoted = orjson.dumps(email).decode()  # as the payloads write it
+    pattern = "%" + quoted.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    query = sa.select(e.id, e.payload).where(e.type.in_(EVENTS_WITH_EMAIL), e.payload.like(pattern, escape="\\"))
+    for row in await db.fetch_all(query):
+        body = orjson.loads(row.payload)
+        if body.get("data", {}).get("email") == email:
+            body["data"]["email"] = None
+            await db.execute(outbox_event.update().where(e.id == row.id).values(payload=orjson.dumps(body).decode()))

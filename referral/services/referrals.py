@@ -12,7 +12,7 @@ from referral.db.database import ReferralDatabase
 from referral.errors import InvalidField, ServiceError
 from referral.security import PasswordHasher
 from referral.services.codes import code_status, is_active
-from referral.services.mailboxes import canonical_mailbox
+from referral.services.mailboxes import canonical_mailbox, erased_mailbox_key
 from referral.services.models import (
     CodeInfo,
     CodeUsage,
@@ -54,9 +54,10 @@ class SelfReferral(InvalidField):
 
 
 class ReferralService:
-    def __init__(self, db: ReferralDatabase, hasher: PasswordHasher) -> None:
+    def __init__(self, db: ReferralDatabase, hasher: PasswordHasher, *, secret_key: str) -> None:
         self.db = db
         self.hasher = hasher
+        self.secret_key = secret_key  # keys erased mailboxes (`erased_mailbox_key`)
 
     async def register(self, *, email: str, code: str, password: str | None, client: str) -> ReferralInfo:
         """Record `email` as referred by `code`; with a password it also becomes a user.
@@ -78,6 +79,8 @@ class ReferralService:
                 raise CodeNotActive()
             if canonical_mailbox(used["owner_email"]) == mailbox:
                 raise SelfReferral()
+            if await referrals.mailbox_was_erased(self.db, erased_mailbox_key(mailbox, self.secret_key)):
+                raise AlreadyReferred()
             if not await codes.use_code(self.db, used["id"]):
                 raise CodeExhausted()
             new_user_id = None
