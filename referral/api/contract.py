@@ -28,6 +28,7 @@ from referral.services.models import (
     DAY_MIN,
     MAX_USES_MAX,
     MAX_USES_MIN,
+    AccountExport,
     CodeInfo,
     CodeUsage,
     IntegrationReferral,
@@ -367,6 +368,54 @@ class ListedReferral(TypedDict):
     qualified_at: QualifiedAt
 
 
+class ExportedAccount(TypedDict):
+    """The account itself."""
+
+    user_id: Id
+    email: Annotated[str, described(None, "alice@example.com")]
+    created_at: DateTime
+
+
+class ExportedCodeAnswer(CodeStats):
+    """A code you were issued, with its uses and when it was issued."""
+
+    created_at: DateTime
+
+
+class ExportedReferralAnswer(TypedDict):
+    """A referral registered with one of your codes."""
+
+    id: Annotated[Id, described("The referral's id.")]
+    email: Annotated[str | None, described("Null once that person deleted their account.", "bob@example.com")]
+    code: Annotated[str, described("The code it registered with.", "K7QX2M9RTA")]
+    status: ReferralStatus
+    qualified_at: QualifiedAt
+    created_at: DateTime
+
+
+class ReferredByAnswer(TypedDict):
+    """The referral you came from: the code you registered with and its owner."""
+
+    code: Annotated[str, described(None, "K7QX2M9RTA")]
+    referrer_id: Annotated[Id, described("The code's owner.")]
+    registered_at: DateTime
+
+
+class AccountExportAnswer(TypedDict):
+    """Everything the service stores about you, but your password hash and any reset token."""
+
+    account: ExportedAccount
+    codes: Annotated[list[ExportedCodeAnswer], described("Every code you were issued, newest first.")]
+    referrals: Annotated[list[ExportedReferralAnswer], described("Referrals made with your codes, oldest first.")]
+    referred_by: Annotated[
+        ReferredByAnswer | None,
+        described(
+            "Null unless you registered with someone's code.",
+            {"code": "K7QX2M9RTA", "referrer_id": 2, "registered_at": "2026-12-01T10:00:00+00:00"},
+        ),
+    ]
+
+
 class Health(TypedDict):
     """The service and its database answer."""
 
@@ -441,4 +490,33 @@ def integration_referral_json(referral: IntegrationReferral) -> IntegrationRefer
         "status": referral.status,  # type: ignore[typeddict-item]
         "qualified_at": date_json(referral.qualified_at) if referral.qualified_at else None,
         "reference": referral.reference,
+    }
+
+
+def export_json(export: AccountExport) -> AccountExportAnswer:
+    came_from = export.referred_by
+    return {
+        "account": {"user_id": export.user_id, "email": export.email, "created_at": date_json(export.created_at)},
+        "codes": [
+            {**code_stats_json(code.usage), "created_at": date_json(code.created_at)}  # type: ignore[typeddict-item]
+            for code in export.codes
+        ],
+        "referrals": [
+            {
+                "id": made.id,
+                "email": made.email,
+                "code": made.code,
+                "status": made.status,  # type: ignore[typeddict-item]
+                "qualified_at": date_json(made.qualified_at) if made.qualified_at else None,
+                "created_at": date_json(made.created_at),
+            }
+            for made in export.referrals
+        ],
+        "referred_by": None
+        if came_from is None
+        else {
+            "code": came_from.code,
+            "referrer_id": came_from.referrer_id,
+            "registered_at": date_json(came_from.registered_at),
+        },
     }

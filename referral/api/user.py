@@ -1,4 +1,5 @@
-"""/user: registration, sign-in, the OAuth 2.0 password grant, logout, password change and reset, deletion."""
+"""/user: registration, sign-in, the OAuth 2.0 password grant, logout, password change and reset, deletion
+and export."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from sanic.response import HTTPResponse
 from referral.api.contract import (
     RESET_REQUESTED,
     AccountDeletion,
+    AccountExportAnswer,
     AuthToken,
     Credentials,
     LoginCredentials,
@@ -20,6 +22,7 @@ from referral.api.contract import (
     ResetRequested,
     TokenRequest,
     UserId,
+    export_json,
 )
 from referral.api.problems import InvalidOAuthRequest, UnsupportedGrantType
 from referral.api.routing import FORM, Answer, answer, client_ip, no_content, operation, services
@@ -197,6 +200,24 @@ async def delete_account(request: Request, user_id: int, body: AccountDeletion) 
     """
     await services(request).users.delete_account(user_id, password=body.password, client=client_ip(request))
     return no_content()
+
+
+@operation(
+    bp,
+    "GET",
+    "/export",
+    summary="Download everything stored about you",
+    answers=Answer(200, AccountExportAnswer, "One JSON document, sent as an attachment."),
+    no_store=True,
+)
+async def export_account(request: Request, user_id: int) -> HTTPResponse:
+    """Everything the service stores about you (GDPR articles 15 and 20): your account, every code you were
+    issued with its uses, the referrals made with your codes, and the referral you came from. Never your
+    password hash or a reset token. Sent with `Content-Disposition: attachment`.
+    """
+    export = await services(request).referrals.export(user_id)
+    disposition = f'attachment; filename="referral-account-{user_id}.json"'
+    return answer(export_json(export), headers={"Content-Disposition": disposition})
 
 
 def token_form(request: Request) -> TokenRequest:

@@ -82,10 +82,10 @@ async def use_code(db: ReferralDatabase, code_id: int) -> bool:
 
 
 async def codes_of_user(db: ReferralDatabase, user_id: int) -> list[Record]:
-    """Every code the user was ever issued, newest first, with its uses (for `/refer/stats`)."""
+    """Every code the user was ever issued, newest first, with its uses (`/refer/stats`, `/user/export`)."""
     c = referral_code.c
     query = (
-        sa.select(c.code, c.expires_at, c.retired_at, c.uses, c.max_uses)
+        sa.select(c.code, c.expires_at, c.retired_at, c.uses, c.max_uses, c.created_at)
         .where(c.user_id == user_id)
         .order_by(c.id.desc())
     )

@@ -94,3 +94,9 @@ async def make_tombstone(db: ReferralDatabase, user_id: int, *, email: str, now:
     values = {"email": None, "password_hash": None, "deleted_at": now, "token_version": user.c.token_version + 1}
     await db.execute(user.update().where(user.c.id == user_id).values(values))
     await record_event(db, "account.deleted", {"user_id": user_id}, now=now)
+
+
+async def account_of(db: ReferralDatabase, user_id: int) -> Record | None:
+    """The account's id, email and creation time, None once it is deleted."""
+    query = sa.select(user.c.id, user.c.email, user.c.created_at)
+    return await db.fetch_one(query.where(user.c.id == user_id, user.c.deleted_at.is_(None)))
