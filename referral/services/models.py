@@ -28,7 +28,7 @@ class CodeInfo:
 @dataclass(frozen=True, slots=True)
 class ReferralInfo:
     id: int
-    email: str
+    email: str | None  # null once that person deleted their account (never on a registration's answer)
     code: CodeInfo
     status: str = "registered"
     qualified_at: datetime | None = None
@@ -39,7 +39,7 @@ class IntegrationReferral:
     """A referral as the integrator sees it (`/integration/*`)."""
 
     id: int
-    email: str
+    email: str | None  # null once that person deleted their account
     code: str
     referrer_id: int
     status: str
