@@ -244,3 +244,30 @@ def test_0006_keeps_the_rows_and_never_hands_an_id_out_twice(empty_database):
     assert inspect(url, schema, delete_the_newest_rows_and_insert_again) == (3, 3)
     downgrade(url, schema, revision="0005")
     assert inspect(url, schema, referral_rows) == 2
+
+
+def tombstone_columns(connection: sa.Connection, schema: str | None) -> tuple[list[tuple], list[tuple]]:
+    users = connection.execute(sa.text('SELECT id, email, deleted_at FROM "user" ORDER BY id')).all()
+    referrals = connection.execute(sa.text("SELECT email, erased_mailbox FROM referral ORDER BY id")).all()
+    return [tuple(row) for row in users], [tuple(row) for row in referrals]
+
+
+def delete_user_2(connection: sa.Connection, schema: str | None) -> None:
+    connection.execute(
+        sa.text('UPDATE "user" SET email = NULL, password_hash = NULL, deleted_at = :now WHERE id = 2'),
+        {"now": utcnow()},
+    )
+    connection.commit()
+
+
+def test_0008_keeps_users_and_referrals_and_refuses_to_downgrade_a_deleted_account(empty_database):
+    url, schema = empty_database
+    migrate(url, schema, revision="0007")
+    inspect(url, schema, seed(["a@example.com", "b@example.com"], ["CODE"], ["r1@example.com"]))
+    migrate(url, schema)
+    users, referrals = inspect(url, schema, tombstone_columns)
+    assert users == [(1, "a@example.com", None), (2, "b@example.com", None)]
+    assert referrals == [("r1@example.com", None)]
+    inspect(url, schema, delete_user_2)
+    with pytest.raises(RuntimeError, match="1 deleted accounts"):
+        downgrade(url, schema, revision="0007")
