@@ -24,7 +24,6 @@ TABLES = {
     "outbox_event",
     "outbox_delivery",
     "password_reset",
-    "reset_request",
     "alembic_version",
 }
 

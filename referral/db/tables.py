@@ -168,25 +168,20 @@ outbox_delivery = sa.Table(
 )
 
 
-# Password resets (referral.services.resets): at most one live token per account, kept as its SHA-256 only;
-# a newer request replaces it and a reset deletes it.
+# Password resets (referral.services.resets), one row per canonical mailbox asked about, keyed by an HMAC of
+# the mailbox (no address is kept) and written alike whether the email has an account or not: the requests
+# of its current hour (the limit on messages), and the live token of the account last asked for, kept as its
+# SHA-256 only (null `user_id` for an email without an account). A newer request replaces the token, a
+# reset clears it; rows whose hour ended and whose token is dead are deleted by the next request.
 password_reset = sa.Table(
     "password_reset",
-    metadata,
-    sa.Column("user_id", sa.Integer, sa.ForeignKey("user.id", ondelete="CASCADE"), primary_key=True),
-    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),  # hex SHA-256 of the emailed token
-    sa.Column("expires_at", UTCDateTime, nullable=False),
-    sa.Column("created_at", UTCDateTime, nullable=False),
-)
-
-# Reset requests per canonical mailbox in its current hour, for the limit on messages: keyed by an HMAC of
-# the mailbox (no address is kept), written alike for every request, whether the email has an account or
-# not. Rows of hours that ended are deleted by the next request.
-reset_request = sa.Table(
-    "reset_request",
     metadata,
     sa.Column("mailbox_key", sa.String(64), primary_key=True),
     sa.Column("window_started_at", UTCDateTime, nullable=False),
     sa.Column("requests", sa.Integer, nullable=False),
-    sa.Index("ix_reset_request_window_started_at", "window_started_at"),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("user.id", ondelete="CASCADE"), nullable=True),
+    sa.Column("token_hash", sa.String(64), nullable=True, unique=True),  # hex SHA-256 of the emailed token
+    sa.Column("expires_at", UTCDateTime, nullable=True),
+    sa.Index("ix_password_reset_window_started_at", "window_started_at"),
+    sa.Index("ix_password_reset_user_id", "user_id"),
 )

@@ -96,6 +96,32 @@ async def record_mail(db: ReferralDatabase, mail: Mail, *, now: datetime) -> Non
         db.on_event_recorded()
 
 
+NO_RECIPIENT = "no account: nothing sent"
+
+
+async def record_no_mail(db: ReferralDatabase, *, now: datetime) -> None:
+    """The same two rows as `record_mail`, for a request that sends nothing (a password reset for an email
+    without an account): the request writes alike either way, so its time tells nothing. The delivery is
+    finished at once, with no recipient and no body; the retention sweep deletes it."""
+    event_row_id = await db.fetch_val(
+        outbox_event.insert()
+        .values(event_id=new_event_id(), type=MAIL_EVENT_TYPE, payload="", created_at=now)
+        .returning(outbox_event.c.id)
+    )
+    await db.execute(
+        outbox_delivery.insert().values(
+            event_id=event_row_id,
+            channel=MAIL_CHANNEL,
+            destination="",
+            state="failed",
+            attempts=0,
+            next_attempt_at=now,
+            finished_at=now,
+            last_error=NO_RECIPIENT,
+        )
+    )
+
+
 EVENTS_WITH_EMAIL = ("user.registered", "referral.registered")
 
 

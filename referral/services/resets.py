@@ -1,9 +1,10 @@
 """Forgotten passwords: a one-time token emailed as a link, traded for a new password.
 
-A request answers alike for every email (no account enumeration): it counts the request for the
-canonical mailbox (`reset_request`, keyed by an HMAC, never the address) and, for an account within
-MESSAGES_PER_HOUR, replaces the account's token and records the message in the same transaction; the
-outbox sends it after the commit (`referral.outbox.mail`). Only the token's SHA-256 is kept; it expires
+A request answers alike for every email (no account enumeration) and runs the same statements: it
+counts the request for the canonical mailbox (`password_reset`, keyed by an HMAC, never the address) and,
+for an account within MESSAGES_PER_HOUR, replaces the token and records the message in the same
+transaction, which the outbox sends after the commit (`referral.outbox.mail`); otherwise it records the
+same outbox rows, finished at once, to nobody. Only the token's SHA-256 is kept; it expires
 after RESET_TOKEN_TTL seconds and works once. A reset ends every token issued before, as a password
 change does.
 """
@@ -57,20 +58,29 @@ class PasswordResets:
     async def request(self, email: str) -> None:
         """Email a reset link to the account with `email`, if there is one and its mailbox is within the limit.
 
-        The token is made, and the request counted, for every email alike."""
+        The same statements run for every email (a token made, the request counted, two outbox rows), so
+        neither the answer nor its time tells whether an account exists."""
         now = utcnow()
         token = secrets.token_urlsafe(TOKEN_BYTES)
         expires_at = now + timedelta(seconds=self.settings.reset_token_ttl)
         async with self.db.transaction():
-            requests = await resets.count_request(self.db, self.mailbox_key(email), now=now)
             user_id = await resets.account_to_reset(self.db, email)
-            if user_id is not None and requests <= MESSAGES_PER_HOUR:
+            requests = await resets.record_request(
+                self.db,
+                self.mailbox_key(email),
+                user_id=user_id,
+                token_hash=token_hash(token),
+                expires_at=expires_at,
+                messages_per_window=MESSAGES_PER_HOUR,
+                now=now,
+            )
+            sent = user_id is not None and requests <= MESSAGES_PER_HOUR
+            if sent:
                 mail = Mail(email, SUBJECT, self.message_text(email, token), expires_at=expires_at)
-                await resets.replace_token(
-                    self.db, user_id=user_id, token_hash=token_hash(token), expires_at=expires_at, mail=mail, now=now
-                )
+                await resets.record_message(self.db, mail, now=now)
+            else:
+                await resets.record_no_message(self.db, now=now)
         if user_id is not None:
-            sent = requests <= MESSAGES_PER_HOUR
             security_event("password_reset_requested", level=logging.INFO, user_id=user_id, message_sent=sent)
 
     def message_text(self, email: str, token: str) -> str:
