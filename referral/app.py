@@ -26,6 +26,7 @@ from referral.security import IntegrationKeys, NetworkSlots, PasswordHasher
 from referral.services.codes import CodeService
 from referral.services.passwords import common_passwords
 from referral.services.referrals import ReferralService
+from referral.services.resets import PasswordResets
 from referral.services.users import UserService
 from referral.workers import share_counts
 
@@ -42,12 +43,13 @@ class AppContext:
     rate_limits: RateLimits
     hasher: PasswordHasher
     users: UserService
+    resets: PasswordResets
     codes: CodeService
     referrals: ReferralService
     integration_keys: IntegrationKeys
     redis: RedisLink | None = None  # REDIS_URL: the code cache and the rate limits share it
     trusts_forwarding: bool = False  # Sanic's proxy settings: set when the server starts (`client_ip`)
-    deliveries: Deliveries | None = None  # the outbox's delivery loop, while a channel exists (WEBHOOK_URLS)
+    deliveries: Deliveries | None = None  # the outbox's delivery loop, while the server runs
 
 
 ReferralApp = Sanic[Any, AppContext]
@@ -82,9 +84,10 @@ def create_app(*cli_args: Any, settings: Settings | None = None) -> ReferralApp:
         cache=cache,
         rate_limits=rate_limits,
         hasher=hasher,
-        users=UserService(db, settings, rate_limits, hasher),
+        users=UserService(db, settings, rate_limits, hasher, cache),
+        resets=PasswordResets(db, settings, hasher),
         codes=CodeService(db, cache),
-        referrals=ReferralService(db, hasher),
+        referrals=ReferralService(db, hasher, secret_key=settings.secret_key),
         integration_keys=IntegrationKeys(settings.integration_key_list),
         redis=redis,
     )
@@ -136,14 +139,13 @@ async def _close_resources(app: ReferralApp) -> None:
 
 
 async def _start_deliveries(app: ReferralApp) -> None:
-    """Every worker delivers the outbox, when a channel is configured (WEBHOOK_URLS)."""
+    """Every worker delivers the outbox: mail always, webhooks with WEBHOOK_URLS."""
     deliveries = Deliveries.for_settings(app.ctx.db, app.ctx.settings)
-    if deliveries is not None:
-        app.ctx.deliveries = deliveries
-        # Recording (`referral.outbox.record`) calls the database's hook after it writes an event: the loop
-        # wakes at once instead of at its next poll.
-        app.ctx.db.on_event_recorded = deliveries.nudge
-        deliveries.start()
+    app.ctx.deliveries = deliveries
+    # Recording (`referral.outbox.record`) calls the database's hook after it writes an event or a message:
+    # the loop wakes at once instead of at its next poll.
+    app.ctx.db.on_event_recorded = deliveries.nudge
+    deliveries.start()
 
 
 async def _stop_deliveries(app: ReferralApp) -> None:

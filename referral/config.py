@@ -95,8 +95,8 @@ class Settings(BaseSettings):
     )
     rate_limit_ip: str = Field(
         "120/minute",
-        description="requests per client IP to register, auth, token, getcode and referals/register "
-        "(`limits` notation)",
+        description="requests per client IP to register, auth, token, getcode, referals/register, password/forgot "
+        "and password/reset (`limits` notation)",
     )
     rate_limit_user: str = Field(
         "30/minute",
@@ -152,6 +152,18 @@ class Settings(BaseSettings):
         False, description="on/off: let endpoints resolve to loopback or private addresses (tests, internal networks)"
     )
     event_retention_days: int = Field(7, ge=1, description="delivered and failed events are deleted after these days")
+    mail_url: str = Field(
+        "console",
+        repr=False,  # may hold a password
+        description="`smtp://user:pass@host:port` (STARTTLS when the server offers it), `smtps://…` (TLS), or "
+        "`console`: each message printed whole to stderr, outside the logs, with a warning at start",
+    )
+    mail_from: str = Field("referral@localhost", description="sender address of the service's emails")
+    reset_url: str = Field(
+        "http://127.0.0.1:8000/reset?token={token}",
+        description="link in the password-reset email; `{token}` is replaced by the one-time token",
+    )
+    reset_token_ttl: int = Field(1800, ge=1, description="seconds a password-reset token stays valid")
     integration_keys: str = Field(
         "",
         repr=False,
@@ -272,6 +284,35 @@ class Settings(BaseSettings):
                 "(make one with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
             )
         return keys
+
+    @field_validator("mail_url")
+    @classmethod
+    def _mail_url(cls, url: str) -> str:
+        if url == "console":
+            return url
+        parts = urlsplit(url)
+        try:
+            parts.port  # noqa: B018 (raises on a port that is not a number)
+        except ValueError:
+            raise ValueError("has a port that is not a number") from None
+        if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+            raise ValueError("must be console, or smtp:// or smtps:// with a host")
+        return url
+
+    @field_validator("mail_from")
+    @classmethod
+    def _an_address(cls, address: str) -> str:
+        if address.count("@") != 1 or not all(address.split("@")) or any(c in address for c in " \r\n<>,"):
+            raise ValueError("must be one email address (name@domain)")
+        return address
+
+    @field_validator("reset_url")
+    @classmethod
+    def _a_link_with_the_token(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname or "{token}" not in url:
+            raise ValueError("must be an http(s) URL containing {token}")
+        return url
 
     @field_validator("webhook_retry_schedule")
     @classmethod
@@ -400,6 +441,11 @@ def shared_random_secret() -> str:
 
 
 def warn_if_insecure(settings: Settings) -> None:
+    if settings.mail_url == "console":
+        log.warning(
+            "MAIL_URL is console: no email is sent; each message (reset links included) is printed to stderr. "
+            "Set MAIL_URL to an SMTP server in production."
+        )
     if settings.secret_key_is_random:
         log.warning(
             "SECRET_KEY is not set: using a random key for this run. Every token dies on restart "

@@ -130,6 +130,13 @@ WEBHOOK_DELIVERIES = Counter(
     ["result"],
     registry=REGISTRY,
 )
+MAIL_DELIVERIES = Counter(
+    "referral_mail_deliveries",
+    "Mail attempts by result: delivered (the server took it), retried (another attempt is due), failed (an SMTP "
+    "5xx, an expired reset link, or no retry left).",
+    ["result"],
+    registry=REGISTRY,
+)
 # The outbox's backlog is the database's, the same for every worker: the most recent worker's reading, not a sum.
 OUTBOX_PENDING = Gauge(
     "referral_outbox_pending",
@@ -183,9 +190,9 @@ def _latency(route: str) -> Histogram:
     return LATENCY.labels(route)
 
 
-def webhook_delivery(result: str) -> None:
-    """One attempt's result: delivered, retried or failed."""
-    WEBHOOK_DELIVERIES.labels(result).inc()
+def outbox_delivery(channel: str, result: str) -> None:
+    """One attempt's result on a channel (webhook, mail): delivered, retried or failed."""
+    (WEBHOOK_DELIVERIES if channel == "webhook" else MAIL_DELIVERIES).labels(result).inc()
 
 
 def outbox_backlog(pending: int, oldest: datetime | None) -> None:

@@ -304,3 +304,14 @@ def test_the_service_refuses_to_start_with_a_weak_key(tmp_path):
     output = started.stdout + started.stderr
     assert "SECRET_KEY" in output
     assert "hunter2-secret" not in output
+
+
+def test_a_deleted_accounts_id_is_never_handed_out_again(api, make):
+    """Were the newest id reused, the deleted account's tokens would open the next account."""
+    make.user()
+    deleted = make.user()
+    api.run(api.app.ctx.db.execute(user_table.delete().where(user_table.c.id == deleted.id)))
+    newcomer = make.user()
+    assert newcomer.id > deleted.id
+    assert_problem(api.get("/refer/stats", headers=deleted.auth), 401)
+    assert api.get("/refer/stats", headers=newcomer.auth).status_code == 200

@@ -128,6 +128,11 @@ def test_database_url_overrides_db_variables(given: str, used: str):
         ({"WEBHOOK_RETRY_SCHEDULE": "5s,1d"}, "WEBHOOK_RETRY_SCHEDULE must be delays with units (ms, s, m, h)"),
         ({"WEBHOOK_TIMEOUT": "0"}, "WEBHOOK_TIMEOUT must be a number above 0, got '0'"),
         ({"EVENT_RETENTION_DAYS": "0"}, "EVENT_RETENTION_DAYS must be an integer of at least 1, got '0'"),
+        ({"MAIL_URL": "http://mail.example"}, "MAIL_URL must be console, or smtp:// or smtps:// with a host"),
+        ({"MAIL_URL": "smtp://u:secret@mail.example:x"}, "MAIL_URL has a port that is not a number"),
+        ({"MAIL_FROM": "nobody"}, "MAIL_FROM must be one email address"),
+        ({"RESET_URL": "https://app.example/reset"}, "RESET_URL must be an http(s) URL containing {token}"),
+        ({"RESET_TOKEN_TTL": "0"}, "RESET_TOKEN_TTL must be an integer of at least 1, got '0'"),
     ],
 )
 def test_bad_values_are_refused_in_one_line_naming_the_variable(env: dict[str, str], message: str):
@@ -135,6 +140,12 @@ def test_bad_values_are_refused_in_one_line_naming_the_variable(env: dict[str, s
         load_settings(env=env)
     assert str(refused.value).startswith(message)
     assert "\n" not in str(refused.value)
+
+
+def test_a_mail_urls_password_is_never_echoed():
+    with pytest.raises(ConfigError) as refused:
+        load_settings(env={"MAIL_URL": "smtp://u:hunter2-secret@mail.example:x"})
+    assert "hunter2-secret" not in str(refused.value)
 
 
 def test_webhook_settings_are_read_as_endpoints_and_delays():

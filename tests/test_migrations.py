@@ -16,7 +16,16 @@ from referral.db.migrations import SCRIPT_LOCATION
 from referral.db.tables import REVISION, metadata
 from tests.databases import downgrade, migrate
 
-TABLES = {"user", "referral_code", "referral", "referral_count", "outbox_event", "outbox_delivery", "alembic_version"}
+TABLES = {
+    "user",
+    "referral_code",
+    "referral",
+    "referral_count",
+    "outbox_event",
+    "outbox_delivery",
+    "password_reset",
+    "alembic_version",
+}
 
 
 def inspect(url: str, schema: str | None, action):
@@ -201,3 +210,63 @@ def test_0005_counts_each_codes_uses_and_marks_every_referral_registered(empty_d
     assert codes == [("CODE", 2, None)]
     assert referrals == [("registered", None, None)] * 2
     assert counts == []  # the seed wrote no counter row (0002 back-fills those); the column exists
+
+
+def delete_the_newest_rows_and_insert_again(connection: sa.Connection, schema: str | None) -> tuple[int, int]:
+    """Deletes the newest user and referral, inserts one of each, and answers their ids."""
+    connection.execute(sa.text("DELETE FROM referral WHERE id = (SELECT max(id) FROM referral)"))
+    connection.execute(sa.text('DELETE FROM "user" WHERE id = (SELECT max(id) FROM "user")'))
+    now = {"now": utcnow()}
+    user_id = connection.execute(
+        sa.text(
+            "INSERT INTO \"user\" (email, password_hash, created_at) VALUES ('n@example.com', 'x', :now) RETURNING id"
+        ),
+        now,
+    ).scalar_one()
+    referral_id = connection.execute(
+        sa.text(
+            "INSERT INTO referral (email, code_id, referrer_id, created_at) "
+            "VALUES ('n@example.com', 1, 1, :now) RETURNING id"
+        ),
+        now,
+    ).scalar_one()
+    connection.commit()
+    return user_id, referral_id
+
+
+def test_0006_keeps_the_rows_and_never_hands_an_id_out_twice(empty_database):
+    url, schema = empty_database
+    migrate(url, schema, revision="0005")
+    inspect(url, schema, seed(["a@example.com", "b@example.com"], ["CODE"], ["r1@example.com", "r2@example.com"]))
+    migrate(url, schema)
+    assert inspect(url, schema, referral_rows) == 2
+    assert inspect(url, schema, delete_the_newest_rows_and_insert_again) == (3, 3)
+    downgrade(url, schema, revision="0005")
+    assert inspect(url, schema, referral_rows) == 2
+
+
+def tombstone_columns(connection: sa.Connection, schema: str | None) -> tuple[list[tuple], list[tuple]]:
+    users = connection.execute(sa.text('SELECT id, email, deleted_at FROM "user" ORDER BY id')).all()
+    referrals = connection.execute(sa.text("SELECT email, erased_mailbox FROM referral ORDER BY id")).all()
+    return [tuple(row) for row in users], [tuple(row) for row in referrals]
+
+
+def delete_user_2(connection: sa.Connection, schema: str | None) -> None:
+    connection.execute(
+        sa.text('UPDATE "user" SET email = NULL, password_hash = NULL, deleted_at = :now WHERE id = 2'),
+        {"now": utcnow()},
+    )
+    connection.commit()
+
+
+def test_0008_keeps_users_and_referrals_and_refuses_to_downgrade_a_deleted_account(empty_database):
+    url, schema = empty_database
+    migrate(url, schema, revision="0007")
+    inspect(url, schema, seed(["a@example.com", "b@example.com"], ["CODE"], ["r1@example.com"]))
+    migrate(url, schema)
+    users, referrals = inspect(url, schema, tombstone_columns)
+    assert users == [(1, "a@example.com", None), (2, "b@example.com", None)]
+    assert referrals == [("r1@example.com", None)]
+    inspect(url, schema, delete_user_2)
+    with pytest.raises(RuntimeError, match="1 deleted accounts"):
+        downgrade(url, schema, revision="0007")

@@ -28,6 +28,7 @@ from referral.services.models import (
     DAY_MIN,
     MAX_USES_MAX,
     MAX_USES_MIN,
+    AccountExport,
     CodeInfo,
     CodeUsage,
     IntegrationReferral,
@@ -150,6 +151,36 @@ class PasswordChange(RequestModel):
     new_password: Annotated[NewPassword, described(example="a new and better passphrase")]
 
 
+class AccountDeletion(RequestModel):
+    """Your password, to confirm that the account is to be deleted."""
+
+    password: AnyPassword
+
+
+class PasswordForgotten(RequestModel):
+    """The email of the account whose password was forgotten."""
+
+    email: Email
+
+
+RESET_TOKEN_MAX = 128
+
+
+class PasswordReset(RequestModel):
+    """The one-time token from the reset email's link, and the new password."""
+
+    token: Annotated[
+        StrictStr,
+        described(
+            "The `token` of the link in the reset email.",
+            "Zx4oQm2v8kWb1nYt5rLh7pJc3sDa9fGe6uKi0qXw-_M",
+            min_length=1,
+            max_length=RESET_TOKEN_MAX,
+        ),
+    ]
+    new_password: Annotated[NewPassword, described(example="a new and better passphrase")]
+
+
 class TokenRequest(RequestModel):
     """OAuth 2.0 resource owner password credentials grant (RFC 6749 §4.3), sent as a form."""
 
@@ -231,6 +262,15 @@ class UserId(TypedDict):
     """The new account's id."""
 
     user_id: Id
+
+
+RESET_REQUESTED = "If an account exists for this email, a reset link is on its way."
+
+
+class ResetRequested(TypedDict):
+    """The same answer whether the email has an account or not."""
+
+    detail: Annotated[str, described(None, RESET_REQUESTED)]
 
 
 class AuthToken(TypedDict):
@@ -325,11 +365,59 @@ class ListedReferral(TypedDict):
     """One of your referrals, with the code it registered with (deleted codes included)."""
 
     id: Id
-    email: Annotated[str, described(None, "bob@example.com")]
+    email: Annotated[str | None, described("Null once that person deleted their account.", "bob@example.com")]
     code: Annotated[str, described("The code the referral registered with.", "K7QX2M9RTA")]
     ref_key: CodeKey
     status: ReferralStatus
     qualified_at: QualifiedAt
+
+
+class ExportedAccount(TypedDict):
+    """The account itself."""
+
+    user_id: Id
+    email: Annotated[str, described(None, "alice@example.com")]
+    created_at: DateTime
+
+
+class ExportedCodeAnswer(CodeStats):
+    """A code you were issued, with its uses and when it was issued."""
+
+    created_at: DateTime
+
+
+class ExportedReferralAnswer(TypedDict):
+    """A referral registered with one of your codes."""
+
+    id: Annotated[Id, described("The referral's id.")]
+    email: Annotated[str | None, described("Null once that person deleted their account.", "bob@example.com")]
+    code: Annotated[str, described("The code it registered with.", "K7QX2M9RTA")]
+    status: ReferralStatus
+    qualified_at: QualifiedAt
+    created_at: DateTime
+
+
+class ReferredByAnswer(TypedDict):
+    """The referral you came from: the code you registered with and its owner."""
+
+    code: Annotated[str, described(None, "K7QX2M9RTA")]
+    referrer_id: Annotated[Id, described("The code's owner.")]
+    registered_at: DateTime
+
+
+class AccountExportAnswer(TypedDict):
+    """Everything the service stores about you, but your password hash and any reset token."""
+
+    account: ExportedAccount
+    codes: Annotated[list[ExportedCodeAnswer], described("Every code you were issued, newest first.")]
+    referrals: Annotated[list[ExportedReferralAnswer], described("Referrals made with your codes, oldest first.")]
+    referred_by: Annotated[
+        ReferredByAnswer | None,
+        described(
+            "Null unless you registered with someone's code.",
+            {"code": "K7QX2M9RTA", "referrer_id": 2, "registered_at": "2026-12-01T10:00:00+00:00"},
+        ),
+    ]
 
 
 class Health(TypedDict):
@@ -406,4 +494,33 @@ def integration_referral_json(referral: IntegrationReferral) -> IntegrationRefer
         "status": referral.status,  # type: ignore[typeddict-item]
         "qualified_at": date_json(referral.qualified_at) if referral.qualified_at else None,
         "reference": referral.reference,
+    }
+
+
+def export_json(export: AccountExport) -> AccountExportAnswer:
+    came_from = export.referred_by
+    return {
+        "account": {"user_id": export.user_id, "email": export.email, "created_at": date_json(export.created_at)},
+        "codes": [
+            {**code_stats_json(code.usage), "created_at": date_json(code.created_at)}  # type: ignore[typeddict-item]
+            for code in export.codes
+        ],
+        "referrals": [
+            {
+                "id": made.id,
+                "email": made.email,
+                "code": made.code,
+                "status": made.status,  # type: ignore[typeddict-item]
+                "qualified_at": date_json(made.qualified_at) if made.qualified_at else None,
+                "created_at": date_json(made.created_at),
+            }
+            for made in export.referrals
+        ],
+        "referred_by": None
+        if came_from is None
+        else {
+            "code": came_from.code,
+            "referrer_id": came_from.referrer_id,
+            "registered_at": date_json(came_from.registered_at),
+        },
     }

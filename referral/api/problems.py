@@ -40,6 +40,7 @@ from referral.services.referrals import (
     UnknownCode,
     UnknownReferral,
 )
+from referral.services.resets import InvalidResetToken
 from referral.services.users import BadCredentials, EmailTaken, NotAuthenticated, WrongPassword
 
 log = logging.getLogger("referral.errors")
@@ -93,6 +94,7 @@ class ProblemType:
 
 PROBLEMS: dict[type[Exception], ProblemType] = {
     MalformedRequest: ProblemType(400, "malformed-request"),
+    InvalidResetToken: ProblemType(400, "invalid-reset-token"),
     NotAuthenticated: ProblemType(401, "unauthorized", WWW_AUTHENTICATE),
     BadCredentials: ProblemType(401, "bad-credentials", WWW_AUTHENTICATE),
     BadApiKey: ProblemType(401, "bad-api-key", API_KEY_AUTHENTICATE),

@@ -1,4 +1,5 @@
-"""/user: registration, sign-in, the OAuth 2.0 password grant, logout and password change."""
+"""/user: registration, sign-in, the OAuth 2.0 password grant, logout, password change and reset, deletion
+and export."""
 
 from __future__ import annotations
 
@@ -7,19 +8,27 @@ from sanic import Blueprint, Request
 from sanic.response import HTTPResponse
 
 from referral.api.contract import (
+    RESET_REQUESTED,
+    AccountDeletion,
+    AccountExportAnswer,
     AuthToken,
     Credentials,
     LoginCredentials,
     OAuthError,
     OAuthToken,
     PasswordChange,
+    PasswordForgotten,
+    PasswordReset,
+    ResetRequested,
     TokenRequest,
     UserId,
+    export_json,
 )
 from referral.api.problems import InvalidOAuthRequest, UnsupportedGrantType
 from referral.api.routing import FORM, Answer, answer, client_ip, no_content, operation, services
 from referral.errors import Overloaded
 from referral.services.passwords import PasswordRefused
+from referral.services.resets import InvalidResetToken
 from referral.services.users import BadCredentials, EmailTaken, WrongPassword
 
 bp = Blueprint("user", url_prefix="/user")
@@ -130,6 +139,85 @@ async def change_password(request: Request, user_id: int, body: PasswordChange) 
         user_id, current=body.current_password, new=body.new_password, client=client_ip(request)
     )
     return answer({"token": signed_in.token, "user_id": signed_in.user_id})
+
+
+@operation(
+    bp,
+    "POST",
+    "/password/forgot",
+    summary="Forgot your password: get a reset link by email",
+    answers=Answer(202, ResetRequested, "Accepted: the same answer whether the email has an account or not."),
+    limit="password-forgot",
+)
+async def forgot_password(request: Request, body: PasswordForgotten) -> HTTPResponse:
+    """Email a one-time reset link to the account with this email, if there is one.
+
+    The answer is the same for every email, so it tells nobody whether an account exists. The link
+    works once, for RESET_TOKEN_TTL seconds, and a newer request replaces it. At most 3 messages an
+    hour go to one mailbox; past that the answer is the same and no message is sent.
+    """
+    await services(request).resets.request(body.email)
+    return answer({"detail": RESET_REQUESTED}, status=202)
+
+
+@operation(
+    bp,
+    "POST",
+    "/password/reset",
+    summary="Choose a new password with a reset link's token",
+    answers=Answer(200, AuthToken, "The password was reset: a fresh token (every older one has stopped working)."),
+    limit="password-reset",
+    no_store=True,
+    errors=(InvalidResetToken, PasswordRefused, Overloaded),
+)
+async def reset_password(request: Request, body: PasswordReset) -> HTTPResponse:
+    """Set a new password with the token from the reset email. Every token issued before stops working.
+
+    400 for a token that is unknown, already used or expired (one answer for the three); 422 when the
+    new password is refused (`errors.new_password`), and the reset token still works.
+    """
+    signed_in = await services(request).resets.reset(
+        body.token, new_password=body.new_password, client=client_ip(request)
+    )
+    return answer({"token": signed_in.token, "user_id": signed_in.user_id})
+
+
+@operation(
+    bp,
+    "POST",
+    "/delete",
+    summary="Delete your account",
+    answers=Answer(204, None, "The account is deleted: its codes, its tokens and its email are gone."),
+    user_limit=True,
+    errors=(WrongPassword, Overloaded),
+)
+async def delete_account(request: Request, user_id: int, body: AccountDeletion) -> HTTPResponse:
+    """Delete your account, confirmed with your password (403 when wrong; it counts as a failed login).
+
+    Your codes stop working (getcode 404, referral registration 410), every token ends, and your email is
+    erased from everything the service keeps: where you were someone's referral, that referral stays in
+    their list and counts with `email: null`. The email may register again as a new account.
+    """
+    await services(request).users.delete_account(user_id, password=body.password, client=client_ip(request))
+    return no_content()
+
+
+@operation(
+    bp,
+    "GET",
+    "/export",
+    summary="Download everything stored about you",
+    answers=Answer(200, AccountExportAnswer, "One JSON document, sent as an attachment."),
+    no_store=True,
+)
+async def export_account(request: Request, user_id: int) -> HTTPResponse:
+    """Everything the service stores about you (GDPR articles 15 and 20): your account, every code you were
+    issued with its uses, the referrals made with your codes, and the referral you came from. Never your
+    password hash or a reset token. Sent with `Content-Disposition: attachment`.
+    """
+    export = await services(request).referrals.export(user_id)
+    disposition = f'attachment; filename="referral-account-{user_id}.json"'
+    return answer(export_json(export), headers={"Content-Disposition": disposition})
 
 
 def token_form(request: Request) -> TokenRequest:

@@ -82,10 +82,10 @@ async def use_code(db: ReferralDatabase, code_id: int) -> bool:
 
 
 async def codes_of_user(db: ReferralDatabase, user_id: int) -> list[Record]:
-    """Every code the user was ever issued, newest first, with its uses (for `/refer/stats`)."""
+    """Every code the user was ever issued, newest first, with its uses (`/refer/stats`, `/user/export`)."""
     c = referral_code.c
     query = (
-        sa.select(c.code, c.expires_at, c.retired_at, c.uses, c.max_uses)
+        sa.select(c.code, c.expires_at, c.retired_at, c.uses, c.max_uses, c.created_at)
         .where(c.user_id == user_id)
         .order_by(c.id.desc())
     )
@@ -126,6 +126,14 @@ async def retire_code(db: ReferralDatabase, code_id: int, *, now: datetime) -> N
         referral_code.update()
         .where(referral_code.c.id == code_id, referral_code.c.retired_at.is_(None))
         .values(retired_at=now)
+    )
+
+
+async def retire_codes_of(db: ReferralDatabase, user_id: int, *, now: datetime) -> None:
+    """Retire every code of a user whose account is deleted (`account.deleted` says it)."""
+    codes = referral_code.c
+    await db.execute(
+        referral_code.update().where(codes.user_id == user_id, codes.retired_at.is_(None)).values(retired_at=now)
     )
 
 

@@ -163,3 +163,43 @@ async def list_for_integration(db: ReferralDatabase, *, after_id: int, limit: in
     if status is not None:
         query = query.where(referral.c.status == status)
     return await db.fetch_all(query)
+
+
+async def erase_referral_of(db: ReferralDatabase, *, user_id: int, email: str, erased_mailbox: str) -> None:
+    """The referral a deleted account came from (by its account, or by its email) keeps its place in the
+    referrer's list and counts, without the email: its mailbox is kept only as `erased_mailbox`."""
+    r = referral.c
+    rows = await db.fetch_all(sa.select(r.id).where(sa.or_(r.user_id == user_id, r.email == email)).order_by(r.id))
+    for number, row in enumerate(rows):  # one mailbox had one referral; older rows without one get no key
+        values = {"email": None, "mailbox": None, "erased_mailbox": erased_mailbox if number == 0 else None}
+        await db.execute(referral.update().where(r.id == row.id).values(values))
+
+
+async def mailbox_was_erased(db: ReferralDatabase, erased_mailbox: str) -> bool:
+    """True when a deleted account's referral had this mailbox (its key: `erased_mailbox`)."""
+    return bool(await db.fetch_val(sa.select(sa.exists().where(referral.c.erased_mailbox == erased_mailbox))))
+
+
+async def referrals_made_by(db: ReferralDatabase, referrer_id: int) -> list[Record]:
+    """Every referral registered with the user's codes, oldest first, with its code (`/user/export`)."""
+    r = referral.c
+    query = (
+        sa.select(r.id, r.email, referral_code.c.code, r.status, r.qualified_at, r.created_at)
+        .join(referral_code, referral_code.c.id == r.code_id)
+        .where(r.referrer_id == referrer_id)
+        .order_by(r.id)
+    )
+    return await db.fetch_all(query)
+
+
+async def referral_of(db: ReferralDatabase, *, user_id: int, email: str) -> Record | None:
+    """The referral the user came from (by their account, or by their email), with its code, if any."""
+    r = referral.c
+    query = (
+        sa.select(referral_code.c.code, r.referrer_id, r.created_at)
+        .join(referral_code, referral_code.c.id == r.code_id)
+        .where(sa.or_(r.user_id == user_id, r.email == email))
+        .order_by(r.id)
+        .limit(1)
+    )
+    return await db.fetch_one(query)

@@ -1,4 +1,9 @@
-"""The schema: SQLAlchemy Core tables shared by the queries and the Alembic migrations."""
+"""The schema: SQLAlchemy Core tables shared by the queries and the Alembic migrations.
+
+Ids are never handed out twice: tables with an integer id say `sqlite_autoincrement=True` (SQLite would
+otherwise give a deleted row's id to the next row, and a deleted account's tokens would open the next
+account); PostgreSQL's sequences never reuse a value.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ NAMING_CONVENTION = {
 
 metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
 
-REVISION = "0005"
+REVISION = "0008"
 """The Alembic revision these tables are (tests/test_migrations.py checks it is alembic/versions' head):
 each worker compares the database's with it without loading Alembic."""
 
@@ -49,11 +54,15 @@ user = sa.Table(
     "user",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("email", sa.String(320), nullable=False, unique=True),
-    sa.Column("password_hash", sa.String(100), nullable=False),
+    # Both null once the account is deleted: the row stays as a tombstone (`deleted_at`) so that codes,
+    # referrals and ids keep their references.
+    sa.Column("email", sa.String(320), nullable=True, unique=True),
+    sa.Column("password_hash", sa.String(100), nullable=True),
     sa.Column("created_at", UTCDateTime, nullable=False),
     # Raised by logout and password change: tokens carry the version they were issued at.
     sa.Column("token_version", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("deleted_at", UTCDateTime, nullable=True),
+    sqlite_autoincrement=True,
 )
 
 referral_code = sa.Table(
@@ -78,16 +87,21 @@ referral_code = sa.Table(
         sqlite_where=sa.text("retired_at IS NULL"),
         postgresql_where=sa.text("retired_at IS NULL"),
     ),
+    sqlite_autoincrement=True,
 )
 
 referral = sa.Table(
     "referral",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("email", sa.String(320), nullable=False, unique=True),
-    # The canonical mailbox (referral.services.mailboxes): one referral per inbox. Null only for
-    # rows registered before the rule whose mailbox an older row already had.
+    # Null once that person deleted their account.
+    sa.Column("email", sa.String(320), nullable=True, unique=True),
+    # The canonical mailbox (referral.services.mailboxes): one referral per inbox. Null for rows registered
+    # before the rule whose mailbox an older row already had, and once that person deleted their account.
     sa.Column("mailbox", sa.String(320), nullable=True, unique=True),
+    # After a deletion: an HMAC of the mailbox (key derived from SECRET_KEY), so that it cannot be referred
+    # again while the address itself is erased.
+    sa.Column("erased_mailbox", sa.String(64), nullable=True, unique=True),
     sa.Column("code_id", sa.Integer, sa.ForeignKey("referral_code.id", ondelete="CASCADE"), nullable=False),
     sa.Column("referrer_id", sa.Integer, sa.ForeignKey("user.id", ondelete="CASCADE"), nullable=False),
     # The account created with the referral when a password was given.
@@ -100,6 +114,7 @@ referral = sa.Table(
     sa.Index("ix_referral_referrer_id_id", "referrer_id", "id"),
     sa.Index("ix_referral_status_id", "status", "id"),
     sa.Index("ix_referral_code_id", "code_id"),
+    sqlite_autoincrement=True,
 )
 
 
@@ -128,6 +143,7 @@ outbox_event = sa.Table(
     sa.Column("type", sa.String(64), nullable=False),
     sa.Column("payload", sa.Text, nullable=False),  # the JSON body: {"type", "timestamp", "data"}
     sa.Column("created_at", UTCDateTime, nullable=False),
+    sqlite_autoincrement=True,
 )
 
 DELIVERY_STATES = ("pending", "delivered", "failed")
@@ -149,4 +165,24 @@ outbox_delivery = sa.Table(
     sa.CheckConstraint("state IN ('pending', 'delivered', 'failed')", name="state"),
     sa.Index("ix_outbox_delivery_state_next_attempt_at", "state", "next_attempt_at"),
     sa.Index("ix_outbox_delivery_event_id", "event_id"),
+    sqlite_autoincrement=True,
+)
+
+
+# Password resets (referral.services.resets), one row per canonical mailbox asked about, keyed by an HMAC of
+# the mailbox (no address is kept) and written alike whether the email has an account or not: the requests
+# of its current hour (the limit on messages), and the live token of the account last asked for, kept as its
+# SHA-256 only (null `user_id` for an email without an account). A newer request replaces the token, a
+# reset clears it; rows whose hour ended and whose token is dead are deleted by the next request.
+password_reset = sa.Table(
+    "password_reset",
+    metadata,
+    sa.Column("mailbox_key", sa.String(64), primary_key=True),
+    sa.Column("window_started_at", UTCDateTime, nullable=False),
+    sa.Column("requests", sa.Integer, nullable=False),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("user.id", ondelete="CASCADE"), nullable=True),
+    sa.Column("token_hash", sa.String(64), nullable=True, unique=True),  # hex SHA-256 of the emailed token
+    sa.Column("expires_at", UTCDateTime, nullable=True),
+    sa.Index("ix_password_reset_window_started_at", "window_started_at"),
+    sa.Index("ix_password_reset_user_id", "user_id"),
 )

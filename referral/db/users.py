@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import sqlalchemy as sa
 from databases.interfaces import Record
 
@@ -9,7 +11,7 @@ from referral.clock import utcnow
 from referral.db.compiled import CompiledQuery
 from referral.db.database import ReferralDatabase, insert_ignoring_conflict
 from referral.db.tables import user
-from referral.outbox.record import record_event
+from referral.outbox.record import erase_email, record_event
 
 
 async def insert_user(
@@ -40,12 +42,14 @@ async def get_user(db: ReferralDatabase, user_id: int) -> Record | None:
     return await db.fetch_one(query.where(user.c.id == user_id))
 
 
-TOKEN_VERSION = CompiledQuery(sa.select(user.c.token_version).where(user.c.id == sa.bindparam("user_id")))
+TOKEN_VERSION = CompiledQuery(
+    sa.select(user.c.token_version).where(user.c.id == sa.bindparam("user_id"), user.c.deleted_at.is_(None))
+)
 
 
 async def token_version(db: ReferralDatabase, user_id: int) -> int | None:
-    """The user's current token version, None when there is no such user: checked on every authenticated
-    request, so compiled once (`referral.db.compiled`)."""
+    """The user's current token version, None when there is no such user (or it was deleted): checked on
+    every authenticated request, so compiled once (`referral.db.compiled`)."""
     row = await TOKEN_VERSION.fetch_one(db, user_id=user_id)
     return None if row is None else row["token_version"]
 
@@ -80,3 +84,19 @@ async def lock_user(db: ReferralDatabase, user_id: int) -> Record | None:
     if not db.is_sqlite:
         query = query.with_for_update(key_share=True)
     return await db.fetch_one(query)
+
+
+async def make_tombstone(db: ReferralDatabase, user_id: int, *, email: str, now: datetime) -> None:
+    """Erase the account's email and password hash, stamp its deletion and end its tokens; the row stays so
+    that codes, referrals and ids keep their references. The email leaves the outbox too, and
+    `account.deleted` is recorded (run it in a transaction)."""
+    await erase_email(db, email)
+    values = {"email": None, "password_hash": None, "deleted_at": now, "token_version": user.c.token_version + 1}
+    await db.execute(user.update().where(user.c.id == user_id).values(values))
+    await record_event(db, "account.deleted", {"user_id": user_id}, now=now)
+
+
+async def account_of(db: ReferralDatabase, user_id: int) -> Record | None:
+    """The account's id, email and creation time, None once it is deleted."""
+    query = sa.select(user.c.id, user.c.email, user.c.created_at)
+    return await db.fetch_one(query.where(user.c.id == user_id, user.c.deleted_at.is_(None)))

@@ -1,6 +1,6 @@
 """`python -m referral webhooks status | retry | ping`: the operator's view of the outbox and its levers.
 
-`status` prints pending, delivered and failed counts per endpoint and the age of the oldest pending
+`status` prints pending, delivered and failed counts per endpoint (and for mail) and the age of the oldest pending
 event; `retry` puts the failed deliveries to configured endpoints back in the queue (due now, attempts
 from zero: a running service picks them up within a second); `ping` sends a `webhook.ping` event to
 every endpoint, directly rather than through the outbox, and reports each answer (exit status 1 when one
@@ -18,6 +18,7 @@ from referral.clock import utcnow
 from referral.config import Settings
 from referral.db.database import ReferralDatabase, create_database
 from referral.db.tables import outbox_delivery, outbox_event
+from referral.outbox.mail import MAIL_CHANNEL
 from referral.outbox.record import event_payload, new_event_id
 from referral.outbox.webhooks import Attempt, WebhookChannel
 
@@ -43,12 +44,14 @@ async def run(command: str, settings: Settings, out: TextIO = sys.stdout) -> int
 
 async def status(db: ReferralDatabase, out: TextIO) -> None:
     d = outbox_delivery.c
-    counts = sa.select(d.destination, d.state, sa.func.count()).group_by(d.destination, d.state)
+    # Mail counts as one line, `mail`: its destinations are people's addresses, not endpoints.
+    target = sa.case((d.channel == MAIL_CHANNEL, sa.literal(MAIL_CHANNEL)), else_=d.destination)
+    counts = sa.select(target, d.state, sa.func.count()).group_by(target, d.state)
     oldest = (
-        sa.select(d.destination, sa.func.min(outbox_event.c.created_at))
+        sa.select(target, sa.func.min(outbox_event.c.created_at))
         .join(outbox_event, outbox_event.c.id == d.event_id)
         .where(d.state == "pending")
-        .group_by(d.destination)
+        .group_by(target)
     )
     table: dict[str, dict[str, int]] = {}
     for row in await db.fetch_all(counts):  # indexed, not unpacked: databases converts types on indexing only

@@ -34,6 +34,7 @@ from referral.config import Settings
 from referral.db.database import ReferralDatabase
 from referral.db.tables import outbox_delivery, outbox_event
 from referral.errors import DatabaseUnavailable
+from referral.outbox.mail import MAIL_CHANNEL, mail_channel
 from referral.outbox.record import WEBHOOK_CHANNEL
 from referral.outbox.webhooks import Attempt, Outcome, WebhookChannel
 
@@ -50,7 +51,7 @@ SWEEP_BATCHES = 20  # batches per pass; a pass that found more sweeps again at t
 
 
 class Channel(Protocol):
-    """A way to send an event: webhooks today, email later. `name` is `outbox_delivery.channel`."""
+    """A way to send an event or a message: webhooks, mail. `name` is `outbox_delivery.channel`."""
 
     name: str
 
@@ -93,12 +94,12 @@ class Deliveries:
         self._database_down = False
 
     @classmethod
-    def for_settings(cls, db: ReferralDatabase, settings: Settings) -> Deliveries | None:
-        """The loop for the channels `settings` configure, or None when there are none."""
-        channels: dict[str, Channel] = {}
+    def for_settings(cls, db: ReferralDatabase, settings: Settings) -> Deliveries:
+        """The loop for the channels `settings` configure: mail always (MAIL_URL), webhooks with WEBHOOK_URLS."""
+        channels: dict[str, Channel] = {MAIL_CHANNEL: mail_channel(settings)}
         if settings.webhook_endpoints and settings.webhook_secret:
             channels[WEBHOOK_CHANNEL] = WebhookChannel.for_settings(settings)
-        return cls(db, settings, channels) if channels else None
+        return cls(db, settings, channels)
 
     def nudge(self) -> None:
         """Wake the loop now: a delivery was just committed (safe to call from any code on the loop)."""
@@ -221,7 +222,7 @@ class Deliveries:
             await self.db.execute(outbox_delivery.update().where(d.id.in_(ids)).values(lease_until=now + self.lease))
         return [
             (
-                Attempt(row.id, row.event_id, row.payload, row.destination, row.attempts),
+                Attempt(row.id, row.event_id, row.payload, row.destination, row.attempts, row.channel),
                 self.channels[row.channel],
             )
             for row in rows
@@ -244,20 +245,26 @@ class Deliveries:
             written = utcnow()
             alike: dict[tuple[tuple[str, object], ...], list[int]] = {}
             results = []
+            mail_done = []  # messages sent or failed: their bodies (reset tokens) are erased
             for attempt, outcome, ended in batch:
                 values, result = self._outcome_values(attempt, outcome, ended, written)
                 alike.setdefault(tuple(values.items()), []).append(attempt.delivery_id)
-                results.append(result)
+                results.append((attempt.channel, result))
+                if attempt.channel == MAIL_CHANNEL and result != "retried":
+                    mail_done.append(attempt.event_id)
             d = outbox_delivery.c
             try:
                 async with self.db.transaction():
                     for values, ids in alike.items():
                         await self.db.execute(outbox_delivery.update().where(d.id.in_(ids)).values(dict(values)))
+                    if mail_done:
+                        erase = outbox_event.update().where(outbox_event.c.event_id.in_(mail_done)).values(payload="")
+                        await self.db.execute(erase)
             except DatabaseUnavailable:
                 log.warning("outbox: could not record %d outcomes; their leases will expire", len(batch))
                 return
-        for result in results:
-            metrics.webhook_delivery(result)
+        for channel, result in results:
+            metrics.outbox_delivery(channel, result)
 
     def _outcome_values(
         self, attempt: Attempt, outcome: Outcome, ended: datetime, written: datetime
@@ -270,21 +277,30 @@ class Deliveries:
             values |= {"state": "delivered", "finished_at": written, "last_error": None}
             return values, "delivered"
         values["last_error"] = outcome.error
-        delay = next_delay(self.settings.retry_delays, made)
+        delay = None if outcome.final else next_delay(self.settings.retry_delays, made)
         if delay is None:
             values |= {"state": "failed", "finished_at": written}
             result = "failed"
         else:
             values["next_attempt_at"] = ended + timedelta(seconds=delay)
             result = "retried"
-        log.warning(
-            "webhook attempt failed: event %s, endpoint %s, %s, attempt %d, %s",
-            attempt.event_id,
-            urlsplit(attempt.destination).hostname,
-            outcome.describe(),
-            made,
-            "giving up" if result == "failed" else "will retry",
-        )
+        if attempt.channel == MAIL_CHANNEL:  # never the recipient: log lines carry no email address
+            log.warning(
+                "mail attempt failed: message %s, %s, attempt %d, %s",
+                attempt.event_id,
+                outcome.describe(),
+                made,
+                "giving up" if result == "failed" else "will retry",
+            )
+        else:
+            log.warning(
+                "webhook attempt failed: event %s, endpoint %s, %s, attempt %d, %s",
+                attempt.event_id,
+                urlsplit(attempt.destination).hostname,
+                outcome.describe(),
+                made,
+                "giving up" if result == "failed" else "will retry",
+            )
         return values, result
 
     async def sweep(self) -> int:

@@ -44,15 +44,18 @@ class Attempt:
     payload: str
     destination: str
     attempts: int  # attempts made before this one
+    channel: str = "webhook"
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """An attempt's result: delivered (a 2xx), or not, with the status or the reason."""
+    """An attempt's result: delivered, or not, with the status or the reason; `final` when retrying is
+    pointless (an SMTP 5xx, an expired message): the delivery fails at once."""
 
     delivered: bool
     status: int | None = None
     error: str | None = None
+    final: bool = False
 
     def describe(self) -> str:
         if self.status is not None:

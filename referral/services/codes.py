@@ -81,7 +81,7 @@ class CodeService:
         expires_at = expiry_after(days, now=now)
         async with self.db.transaction():
             owner = await users.lock_user(self.db, user_id)
-            if owner is None:
+            if owner is None or owner["deleted_at"] is not None:  # deleted since its token was checked
                 raise NotAuthenticated("The user of this token no longer exists.")
             live = await codes.get_live_code(self.db, user_id)
             active = live is not None and is_active(live["expires_at"], now=now)
@@ -117,7 +117,7 @@ class CodeService:
         now = utcnow()
         async with self.db.transaction():
             owner = await users.lock_user(self.db, user_id)
-            if owner is None:
+            if owner is None or owner["deleted_at"] is not None:  # deleted since its token was checked
                 raise NotAuthenticated("The user of this token no longer exists.")
             live = await codes.get_live_code(self.db, user_id)
             if live is None or not is_active(live["expires_at"], now=now):

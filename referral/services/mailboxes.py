@@ -7,6 +7,8 @@ twice: self-referral, "already a referral", and passwords that contain the mailb
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import unicodedata
 
 GMAIL = "gmail.com"
@@ -23,6 +25,16 @@ def canonical_local_part(email: str) -> str:
 
 def canonical_mailbox(email: str) -> str:
     return f"{canonical_local_part(email)}@{_canonical_domain(email.rpartition('@')[2])}"
+
+
+ERASED_MAILBOX_CONTEXT = b"referral erased mailbox\x00"
+
+
+def erased_mailbox_key(mailbox: str, secret_key: str) -> str:
+    """What is kept of a deleted account's mailbox: an HMAC under a key derived from SECRET_KEY, so that
+    the mailbox cannot be referred again, and nobody without the key can test an address against it."""
+    key = hashlib.sha256(ERASED_MAILBOX_CONTEXT + secret_key.encode()).digest()
+    return hmac.new(key, mailbox.encode(), hashlib.sha256).hexdigest()
 
 
 def _canonical_domain(domain: str) -> str:

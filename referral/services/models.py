@@ -28,7 +28,7 @@ class CodeInfo:
 @dataclass(frozen=True, slots=True)
 class ReferralInfo:
     id: int
-    email: str
+    email: str | None  # null once that person deleted their account (never on a registration's answer)
     code: CodeInfo
     status: str = "registered"
     qualified_at: datetime | None = None
@@ -39,7 +39,7 @@ class IntegrationReferral:
     """A referral as the integrator sees it (`/integration/*`)."""
 
     id: int
-    email: str
+    email: str | None  # null once that person deleted their account
     code: str
     referrer_id: int
     status: str
@@ -74,3 +74,38 @@ class SignedIn:
     user_id: int
     token: str
     expires_in: int
+
+
+@dataclass(frozen=True, slots=True)
+class ExportedCode:
+    usage: CodeUsage
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ExportedReferral:
+    id: int
+    email: str | None  # null once that person deleted their account
+    code: str
+    status: str
+    qualified_at: datetime | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ReferredBy:
+    code: str
+    referrer_id: int
+    registered_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AccountExport:
+    """Everything stored about one account (GDPR articles 15 and 20), but its password hash and reset token."""
+
+    user_id: int
+    email: str
+    created_at: datetime
+    codes: list[ExportedCode]
+    referrals: list[ExportedReferral]
+    referred_by: ReferredBy | None

@@ -1,5 +1,5 @@
-"""Referrals: registering with a code (optionally as a full user), a referrer's list and stats, and the
-integrator's qualification of a referral."""
+"""Referrals: registering with a code (optionally as a full user), a referrer's list and stats, an account's
+export of everything stored about it, and the integrator's qualification of a referral."""
 
 from __future__ import annotations
 
@@ -12,17 +12,21 @@ from referral.db.database import ReferralDatabase
 from referral.errors import InvalidField, ServiceError
 from referral.security import PasswordHasher
 from referral.services.codes import code_status, is_active
-from referral.services.mailboxes import canonical_mailbox
+from referral.services.mailboxes import canonical_mailbox, erased_mailbox_key
 from referral.services.models import (
+    AccountExport,
     CodeInfo,
     CodeUsage,
+    ExportedCode,
+    ExportedReferral,
     IntegrationReferral,
     ReferralInfo,
     ReferralPage,
+    ReferredBy,
     ReferrerStats,
 )
 from referral.services.passwords import check_new_password
-from referral.services.users import EmailTaken
+from referral.services.users import EmailTaken, NotAuthenticated
 
 
 class UnknownCode(ServiceError):
@@ -54,9 +58,10 @@ class SelfReferral(InvalidField):
 
 
 class ReferralService:
-    def __init__(self, db: ReferralDatabase, hasher: PasswordHasher) -> None:
+    def __init__(self, db: ReferralDatabase, hasher: PasswordHasher, *, secret_key: str) -> None:
         self.db = db
         self.hasher = hasher
+        self.secret_key = secret_key  # keys erased mailboxes (`erased_mailbox_key`)
 
     async def register(self, *, email: str, code: str, password: str | None, client: str) -> ReferralInfo:
         """Record `email` as referred by `code`; with a password it also becomes a user.
@@ -78,6 +83,8 @@ class ReferralService:
                 raise CodeNotActive()
             if canonical_mailbox(used["owner_email"]) == mailbox:
                 raise SelfReferral()
+            if await referrals.mailbox_was_erased(self.db, erased_mailbox_key(mailbox, self.secret_key)):
+                raise AlreadyReferred()
             if not await codes.use_code(self.db, used["id"]):
                 raise CodeExhausted()
             new_user_id = None
@@ -135,6 +142,40 @@ class ReferralService:
             for row in await codes.codes_of_user(self.db, user_id)
         ]
         return ReferrerStats(total, qualified, usage)
+
+    async def export(self, user_id: int) -> AccountExport:
+        """Everything stored about the account: itself, every code it was issued with its uses, the referrals
+        its codes registered and the referral it came from. Never its password hash or reset token."""
+        account = await users.account_of(self.db, user_id)
+        if account is None:
+            raise NotAuthenticated("The user of this token no longer exists.")
+        now = utcnow()
+        exported_codes = [
+            ExportedCode(
+                CodeUsage(
+                    row["code"],
+                    row["expires_at"],
+                    code_status(row["expires_at"], row["retired_at"], now=now),
+                    row["uses"],
+                    row["max_uses"],
+                ),
+                row["created_at"],
+            )
+            for row in await codes.codes_of_user(self.db, user_id)
+        ]
+        made = [
+            ExportedReferral(
+                row["id"], row["email"], row["code"], row["status"], row["qualified_at"], row["created_at"]
+            )
+            for row in await referrals.referrals_made_by(self.db, user_id)
+        ]
+        came_from = await referrals.referral_of(self.db, user_id=user_id, email=account["email"])
+        referred_by = (
+            None
+            if came_from is None
+            else ReferredBy(came_from["code"], came_from["referrer_id"], came_from["created_at"])
+        )
+        return AccountExport(user_id, account["email"], account["created_at"], exported_codes, made, referred_by)
 
     async def qualify(self, referral_id: int, *, reference: str | None) -> IntegrationReferral:
         """Mark the referral qualified (a conversion the integrator reports); idempotent: a referral qualified

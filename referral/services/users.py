@@ -9,13 +9,16 @@ from __future__ import annotations
 import logging
 
 from referral import metrics
+from referral.cache import CodeCache
+from referral.clock import utcnow
 from referral.config import Settings
-from referral.db import users
+from referral.db import codes, referrals, resets, users
 from referral.db.database import ReferralDatabase
 from referral.errors import Overloaded, RateLimited, ServiceError
 from referral.logs import email_hash, security_event
 from referral.ratelimit import RateLimits
 from referral.security import InvalidToken, PasswordHasher, TokenSubject, issue_token, read_token
+from referral.services.mailboxes import canonical_mailbox, erased_mailbox_key
 from referral.services.models import SignedIn
 from referral.services.passwords import check_new_password
 
@@ -37,11 +40,14 @@ class WrongPassword(ServiceError):
 
 
 class UserService:
-    def __init__(self, db: ReferralDatabase, settings: Settings, limits: RateLimits, hasher: PasswordHasher) -> None:
+    def __init__(
+        self, db: ReferralDatabase, settings: Settings, limits: RateLimits, hasher: PasswordHasher, cache: CodeCache
+    ) -> None:
         self.db = db
         self.settings = settings
         self.limits = limits
         self.hasher = hasher
+        self.cache = cache
 
     async def register(self, *, email: str, password: str, client: str) -> int:
         check_new_password(password, email=email)
@@ -109,6 +115,35 @@ class UserService:
             raise NotAuthenticated("The user of this token no longer exists.")
         security_event("password_changed", level=logging.INFO, user_id=user_id, client=client)
         return self._signed_in(TokenSubject(user_id, version))
+
+    async def delete_account(self, user_id: int, *, password: str, client: str) -> None:
+        """Delete the account (a wrong password counts as a failed login): its codes retired, its tokens ended,
+        its email erased from every row and from the outbox; the row stays as a tombstone.
+
+        The user's row is locked first, as update_code locks it, so a concurrent update_code either commits
+        its code before (then retired here) or finds the tombstone; a concurrent login's token carries the
+        version this raises."""
+        user = await users.get_user(self.db, user_id)
+        if user is None or user["email"] is None:
+            raise NotAuthenticated("The user of this token no longer exists.")
+        email = user["email"]
+        await self._take_login_attempt(email, client)
+        if not await self.hasher.verify(password, user["password_hash"], client=client):
+            security_event("login_failed", email_hash=self._email_hash(email), client=client, reason="account deletion")
+            raise WrongPassword()
+        await self.limits.give_back_login_attempt(email, client)
+        now = utcnow()
+        erased = erased_mailbox_key(canonical_mailbox(email), self.settings.secret_key)
+        async with self.db.transaction():
+            locked = await users.lock_user(self.db, user_id)
+            if locked is None or locked["deleted_at"] is not None:
+                raise NotAuthenticated("The user of this token no longer exists.")
+            await codes.retire_codes_of(self.db, user_id, now=now)
+            await referrals.erase_referral_of(self.db, user_id=user_id, email=email, erased_mailbox=erased)
+            await resets.forget_token(self.db, user_id)
+            await users.make_tombstone(self.db, user_id, email=email, now=now)
+        await self.cache.invalidate(email)
+        security_event("account_deleted", level=logging.INFO, user_id=user_id, client=client)
 
     async def _take_login_attempt(self, email: str, client: str) -> None:
         try:

@@ -41,6 +41,8 @@ FUZZ_INTEGRATION_KEY = "fuzz-integration-key-" + secrets.token_urlsafe(24)
 REFERRER_CODE = "FUZZ-REFERRER"
 # User 3 signs out and changes passwords (schemathesis.toml): user 1's token must survive the run.
 SESSION_EMAIL = "fuzz-session@example.com"
+# User 4 is the only account the fuzzer may delete (/user/delete, schemathesis.toml).
+LEAVER_EMAIL = "fuzz-leaver@example.com"
 
 
 @contextmanager
@@ -91,14 +93,15 @@ def sign_up(base_url: str, email: str, password: str, code: str | None = None) -
     return user.id, user.token
 
 
-def seed_users(base_url: str) -> tuple[str, str]:
+def seed_users(base_url: str) -> tuple[str, str, str]:
     """User 1 is the fuzzer's, user 2 a referrer with a code the fuzzer can use, user 3 the one that
-    signs out and changes passwords. Returns the tokens of users 1 and 3."""
+    signs out and changes passwords, user 4 the one it may delete. Returns the tokens of users 1, 3 and 4."""
     user_id, token = sign_up(base_url, FUZZ_EMAIL, FUZZ_PASSWORD)
     assert user_id == 1, "the fuzz user must be user 1 (schemathesis.toml)"
     sign_up(base_url, "fuzz-referrer@example.com", secrets.token_urlsafe(16), REFERRER_CODE)
     _, session_token = sign_up(base_url, SESSION_EMAIL, FUZZ_PASSWORD)
-    return token, session_token
+    _, leaver_token = sign_up(base_url, LEAVER_EMAIL, FUZZ_PASSWORD)
+    return token, session_token, leaver_token
 
 
 def token_still_works(base_url: str, token: str) -> bool:
@@ -119,7 +122,7 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix=f"referral-fuzz-{args.backend}-"))
     try:
         with fresh_database(args.backend, workdir) as database_url, live_server(database_url, workdir) as base_url:
-            token, session_token = seed_users(base_url)
+            token, session_token, leaver_token = seed_users(base_url)
             print(f"fuzzing {base_url} on {args.backend} as {FUZZ_EMAIL} (user 1)", flush=True)
             report_dir = args.report_dir or workdir / "report"
             command = [
@@ -151,6 +154,7 @@ def main() -> int:
                 **os.environ,
                 "REFERRAL_FUZZ_TOKEN": token,
                 "REFERRAL_FUZZ_SESSION_TOKEN": session_token,
+                "REFERRAL_FUZZ_LEAVER_TOKEN": leaver_token,
                 "REFERRAL_FUZZ_INTEGRATION_KEY": FUZZ_INTEGRATION_KEY,
             }
             result = subprocess.run(command, cwd=workdir, env=env, check=False)  # noqa: S603
