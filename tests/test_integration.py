@@ -68,11 +68,16 @@ class TestQualify:
         assert assert_problem(qualify(api, referral_id), 404)["type"].endswith("unknown-referral")
 
     @pytest.mark.parametrize(
-        "body", [{"reference": "x" * 129}, {"reference": 42}, {"reference": ["a"]}, [], "text"], ids=repr
+        "body", [{"reference": "x" * 129}, {"reference": 42}, {"reference": ["a"]}, [], "text", None], ids=repr
     )
     def test_a_bad_body_is_422_and_changes_nothing(self, api, make, body):
         _, _, [referred] = referrals_of(make, 1)
-        assert_problem(qualify(api, referred["id"], body), 422)
+        answer = api.post(
+            f"/integration/referrals/{referred['id']}/qualify",
+            content=json.dumps(body).encode(),
+            headers={**INTEGRATION, "content-type": "application/json"},
+        )
+        assert_problem(answer, 422)
         assert qualify(api, referred["id"]).json()["reference"] is None  # still unqualified until now
 
     def test_bad_json_is_400(self, api, make):

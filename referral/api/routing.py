@@ -234,11 +234,11 @@ def json_body(request: Request) -> Any:
 
 
 def from_json(request: Request, model: type[M]) -> M:
-    """The model from the JSON body; no body at all is an empty object when the model requires no field."""
-    body = json_body(request)
-    if body is None and not requires_a_field(model):
-        body = {}
-    return validated(model, body)
+    """The model from the JSON body; no body at all is an empty object when the model requires no field
+    (a body of JSON `null` is not: it is not an object)."""
+    if not request.body and not requires_a_field(model):
+        return validated(model, {})
+    return validated(model, json_body(request))
 
 
 def requires_a_field(model: type[BaseModel]) -> bool:
