@@ -172,6 +172,17 @@ def targets(r: Results) -> list[Target]:
         limit = "<= 1.5x" if max(r.scale_getcode) >= 1_000_000 else "<= 1.5x (the target is at 1,000,000 users)"
         found.append(_scale_target("getcode p50 (cache off), {big:,} vs {small:,} users", r.scale_getcode, limit))
     found.append(Target("seeded users", f"{o.users:,}", ">= 100,000", o.users >= 100_000))
+    if r.forgot_ms is not None:
+        known, unknown = r.forgot_ms
+        x = max(known, unknown) / min(known, unknown)
+        found.append(
+            Target(
+                "/user/password/forgot p50, an account vs none (50 requests each)",
+                f"{known:.2f} / {unknown:.2f} ms: {x:.2f}x apart",
+                "within 1.2x",
+                x <= 1.2,
+            )
+        )
     if r.webhooks is not None:
         found += _webhook_targets(r.webhooks)
     return [t for t in found if t is not None]

@@ -41,6 +41,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
+
 from bench import limiter, report, webhooks
 from bench.ceiling import service_access_log
 from bench.load import LoadResult, Wrk, ensure_wrk
@@ -71,6 +73,7 @@ from bench.seed import (
     BENCH_PASSWORD,
     SeedPlan,
     code_of,
+    email_of,
     migrate,
     seed_pg,
     seed_sqlite,
@@ -85,6 +88,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 MAX_USERS = 1_000_000
 SMALL_REFERRER, BIG_REFERRER, REGISTER_CODE_OWNER, LIMITED_CODE_OWNER = 1, 2, 3, 4
 LIMITED_CODE_MAX_USES = 1_000_000  # the most a code may have: the bench never uses it up
+FORGOT_SAMPLES = 50  # requests each for emails with and without an account
 ISOLATION_DELAY_MS = 2  # each isolation connection waits 2 ms between requests: a steady load, not flat out
 GIT = shutil.which("git")
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/14"  # the tests use db 15
@@ -142,6 +146,7 @@ class Results:
     peak_rss_mib: dict[str, float] = field(default_factory=dict)
     limiter_us: dict[int, tuple[float, float]] = field(default_factory=dict)  # clients -> (limits', ours)
     webhooks: webhooks.WebhookResults | None = None
+    forgot_ms: tuple[float, float] | None = None  # /user/password/forgot medians: (an account, none)
     seed_seconds: float = 0.0
     run_seconds: float = 0.0
 
@@ -492,6 +497,7 @@ class Bench:
         with self.serving(servers):
             service, ceiling, nocache = servers.values()
             self.isolation(service, hot, logins)
+            r.forgot_ms = self.forgot_timing(service)
             self.record(AUTH, self.load(service, "auth", connections=o.storm_connections, **logins))
             for server in (ceiling, nocache):
                 self.warm(server, "getcode", **everyone)
@@ -582,6 +588,25 @@ class Bench:
             flush=True,
         )
         time.sleep(3)  # let the storm's last logins finish
+
+    def forgot_timing(self, server: Server) -> tuple[float, float]:
+        """Medians of FORGOT_SAMPLES `/user/password/forgot` requests for emails with an account and as many
+        without, alternated, one at a time: the answer must not tell them apart by its time either."""
+        known: list[float] = []
+        unknown: list[float] = []
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            for n in range(FORGOT_SAMPLES):
+                for email, samples in ((email_of(1 + n % self.o.users), known), (f"nobody{n}@example.com", unknown)):
+                    started = time.perf_counter()
+                    answer = client.post("/user/password/forgot", json={"email": email})
+                    samples.append((time.perf_counter() - started) * 1000)
+                    if answer.status_code != 202:
+                        raise RuntimeError(f"/user/password/forgot answered {answer.status_code}: {answer.text}")
+        result = statistics.median(known), statistics.median(unknown)
+        print(
+            f"  /user/password/forgot p50: {result[0]:.2f} ms with an account, {result[1]:.2f} ms without", flush=True
+        )
+        return result
 
     def scaling(self, url: str, hot: dict[str, int], register_code: str) -> None:
         o, r = self.o, self.results
