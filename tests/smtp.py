@@ -4,6 +4,7 @@ refuse recipients with a chosen answer, be stopped and started again on the same
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -19,7 +20,9 @@ WAIT_SECONDS = 15.0
 class SmtpServer:
     """Receives messages at 127.0.0.1:`port`; `refuse_with` (e.g. "550 no such user") answers RCPT instead."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
+        """With `tls`, the server offers STARTTLS and refuses mail before it (`require_starttls`)."""
+        self.tls = tls
         self.port = free_port()
         self.received: list[EmailMessage] = []
         self.refuse_with: str | None = None
@@ -44,7 +47,8 @@ class SmtpServer:
         return "250 Message accepted"
 
     def start(self) -> None:
-        self._controller = Controller(self, hostname="127.0.0.1", port=self.port)
+        tls = {"tls_context": self.tls, "require_starttls": True} if self.tls else {}
+        self._controller = Controller(self, hostname="127.0.0.1", port=self.port, **tls)
         self._controller.start()
 
     def stop(self) -> None:

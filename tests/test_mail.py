@@ -7,9 +7,11 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import ssl
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -20,12 +22,13 @@ from referral.config import warn_if_insecure
 from referral.db.database import ReferralDatabase
 from referral.db.tables import outbox_delivery, outbox_event
 from referral.outbox.commands import status
-from referral.outbox.mail import EXPIRED, ConsoleMail, Mail, build_message
+from referral.outbox.mail import EXPIRED, ConsoleMail, Mail, SmtpMail, build_message
 from referral.outbox.record import record_mail
 from referral.outbox.webhooks import Attempt
 from tests.conftest import settings_on
 from tests.live import LiveClient
 from tests.smtp import WAIT_SECONDS, SmtpServer
+from tests.support import self_signed
 
 SENDER = "referral@service.example"
 RETRY_QUICKLY = {"webhook_retry_schedule": "500ms,500ms,500ms"}
@@ -172,3 +175,30 @@ def test_webhooks_status_counts_mail_on_one_line_without_recipients(serve_app):
     [line] = out.getvalue().splitlines()
     assert line.startswith("mail  pending 2  delivered 0  failed 0")
     assert "@" not in line
+
+
+@pytest.mark.parametrize("trusted", [True, False], ids=["trusted certificate", "unknown certificate"])
+def test_starttls_is_used_when_offered_and_its_certificate_checked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trusted: bool
+) -> None:
+    """A server offering STARTTLS (and refusing mail without it) gets the message over TLS when its
+    certificate is trusted, and nothing when it is not."""
+    certificate, key = self_signed(tmp_path, "localhost")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certificate, key)
+    if trusted:
+        monkeypatch.setenv("SSL_CERT_FILE", str(certificate))  # OpenSSL's default trust store, for this test
+    server = SmtpServer(tls=context)
+    server.start()
+    try:
+        channel = SmtpMail(f"smtp://localhost:{server.port}", SENDER, timeout=10)
+        outcome = asyncio.run(channel.transmit(build_message(a_mail(), sender=SENDER, now=utcnow())))
+    finally:
+        server.stop()
+    if trusted:
+        assert outcome.delivered, outcome.error
+        assert [message["Subject"] for message in server.messages()] == ["Hello"]
+    else:
+        assert not outcome.delivered
+        assert "CERTIFICATE_VERIFY_FAILED" in (outcome.error or "")
+        assert server.messages() == []

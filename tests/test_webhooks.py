@@ -21,7 +21,6 @@ import secrets
 import shutil
 import signal
 import ssl
-import subprocess
 import threading
 import time
 import uuid
@@ -48,7 +47,7 @@ from referral.outbox.delivery import Deliveries
 from referral.outbox.webhooks import Attempt, Outcome, WebhookChannel, is_forbidden
 from tests.factories import Factory
 from tests.live import LiveClient
-from tests.support import running_server, server_env
+from tests.support import running_server, self_signed, server_env
 
 SECRET = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 WAIT_SECONDS = 20.0  # generous: only a bound on a test that would otherwise hang, never a latency check
@@ -660,21 +659,6 @@ def test_a_worker_claims_only_deliveries_to_its_own_endpoints(receiver: Receiver
 )
 def test_forbidden_addresses(address: str, forbidden: bool) -> None:
     assert is_forbidden(ipaddress.ip_address(address)) is forbidden
-
-
-def self_signed(directory: Path, name: str) -> tuple[Path, Path]:
-    """A certificate for `name` and its key, made with the openssl command: (certificate, key)."""
-    certificate, key = directory / f"{name}.pem", directory / f"{name}.key"
-    subject = ["-subj", f"/CN={name}", "-addext", f"subjectAltName=DNS:{name}"]
-    files = ["-keyout", str(key), "-out", str(certificate)]
-    openssl = shutil.which("openssl")
-    assert openssl is not None
-    subprocess.run(  # noqa: S603 (fixed arguments)
-        [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", *subject, *files],
-        check=True,
-        capture_output=True,
-    )
-    return certificate, key
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="no openssl command to make a certificate")
