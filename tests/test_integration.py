@@ -158,7 +158,7 @@ class TestList:
 
     @pytest.mark.parametrize(
         "params",
-        [{"limit": 0}, {"limit": 1001}, {"after_id": -1}, {"status": "paid"}, {"limit": "many"}],
+        [{"limit": 0}, {"limit": 1001}, {"after_id": -1}, {"status": "paid"}, {"status": ""}, {"limit": "many"}],
         ids=repr,
     )
     def test_bad_queries_are_422(self, api, params):

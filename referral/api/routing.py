@@ -246,8 +246,9 @@ def requires_a_field(model: type[BaseModel]) -> bool:
 
 
 def from_query_or_json(request: Request, model: type[M]) -> M:
-    """The model's fields from the query string when any is there, otherwise from the JSON body (GET with a body)."""
-    args = request.args
+    """The model's fields from the query string when any is there (blank ones too: `?status=` is a bad
+    status, not no status), otherwise from the JSON body (GET with a body)."""
+    args = request.get_args(keep_blank_values=True)
     found = {name: _query_value(args.get(name)) for name in model.model_fields if name in args}
     if found:
         return validated(model, found)
