@@ -117,12 +117,13 @@ def trickle(sock: socket.socket, data: bytes) -> tuple[float, int, bytes]:
     CUT_WITHIN has passed): the seconds until then, the bytes sent and whatever came back."""
     answer, sent = b"", 0
     started = time.monotonic()
+    waiting = select.poll()  # not select(): the suite's process may hold descriptors past FD_SETSIZE (1024)
+    waiting.register(sock, select.POLLIN)
     try:
         while sent < len(data) and time.monotonic() - started < 2 * CUT_WITHIN:
             sock.sendall(data[sent : sent + 1])
             sent += 1
-            readable, _, _ = select.select([sock], [], [], TRICKLE_PAUSE)
-            if readable:
+            if waiting.poll(TRICKLE_PAUSE * 1000):
                 chunk = sock.recv(65536)
                 if not chunk:
                     break  # closed
