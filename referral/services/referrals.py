@@ -4,6 +4,7 @@ export of everything stored about it, and the integrator's qualification of a re
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from referral.clock import utcnow
@@ -131,16 +132,7 @@ class ReferralService:
         code they were issued, newest first: its time does not grow with the number of referrals."""
         total, qualified = await referrals.counts_of(self.db, referrer_id=user_id)
         now = utcnow()
-        usage = [
-            CodeUsage(
-                row["code"],
-                row["expires_at"],
-                code_status(row["expires_at"], row["retired_at"], now=now),
-                row["uses"],
-                row["max_uses"],
-            )
-            for row in await codes.codes_of_user(self.db, user_id)
-        ]
+        usage = [code_usage(row, now=now) for row in await codes.codes_of_user(self.db, user_id)]
         return ReferrerStats(total, qualified, usage)
 
     async def export(self, user_id: int) -> AccountExport:
@@ -152,13 +144,7 @@ class ReferralService:
         now = utcnow()
         exported_codes = [
             ExportedCode(
-                CodeUsage(
-                    row["code"],
-                    row["expires_at"],
-                    code_status(row["expires_at"], row["retired_at"], now=now),
-                    row["uses"],
-                    row["max_uses"],
-                ),
+                code_usage(row, now=now),
                 row["created_at"],
             )
             for row in await codes.codes_of_user(self.db, user_id)
@@ -190,6 +176,12 @@ class ReferralService:
     async def list_all(self, *, after_id: int, limit: int, status: str | None) -> list[IntegrationReferral]:
         rows = await referrals.list_for_integration(self.db, after_id=after_id, limit=limit, status=status)
         return [integration_referral(row) for row in rows]
+
+
+def code_usage(row: Mapping[str, Any], *, now: datetime) -> CodeUsage:
+    """A code row (`codes.codes_of_user`) with its status at `now`, as stats and export show it."""
+    status = code_status(row["expires_at"], row["retired_at"], now=now)
+    return CodeUsage(row["code"], row["expires_at"], status, row["uses"], row["max_uses"])
 
 
 def integration_referral(row: Mapping[str, Any]) -> IntegrationReferral:
